@@ -7,7 +7,7 @@ __all__ = ['mix', 'x0', 'labels', 'score_from_eps', 'eps_from_score', 'tweedie_x
            'noisy_score', 'eps_star', 'posterior_x0', 'loss_floor', 'ancestral_sample', 'eps_star_fn',
            'sliced_wasserstein']
 
-# %% ../nbs/04_score.ipynb #d13c8be9
+# %% ../nbs/04_score.ipynb #8d04a579
 import math
 
 import matplotlib.pyplot as plt
@@ -19,14 +19,14 @@ from tqdm.auto import tqdm
 from .forward import Schedule, _as_coef, _check_broadcast
 from .posterior import p_step
 
-# %% ../nbs/04_score.ipynb #d2703257
+# %% ../nbs/04_score.ipynb #5c7f0e0a
 def _coef(c, x: Tensor, name: str) -> Tensor:
     "Validate a coefficient in [0, 1] with `_as_coef`, converting Python numbers in x's dtype first."
     x = torch.as_tensor(x)
     if not isinstance(c, Tensor) and x.is_floating_point(): c = torch.as_tensor(c, dtype=x.dtype, device=x.device)
     return _as_coef(c, x, name)
 
-# %% ../nbs/04_score.ipynb #5f4ee534
+# %% ../nbs/04_score.ipynb #e9684177
 def score_from_eps(eps: Tensor,  # predicted noise $\varepsilon_\theta(x_t, t)$
                    alpha_bar,    # $\bar\alpha_t \in [0, 1)$: float or tensor broadcastable against `eps`
                   ) -> Tensor:   # score $\nabla \log q_t(x_t)$
@@ -55,7 +55,7 @@ def tweedie_x0(x_t: Tensor,    # noisy data $x_t$
     if (alpha_bar <= 0).any(): raise ValueError("alpha_bar must be > 0 in tweedie_x0 (at alpha_bar = 0, x_t carries no information about x_0).")
     return (x_t + (1 - alpha_bar) * score) / alpha_bar.sqrt()
 
-# %% ../nbs/04_score.ipynb #2cf210f2
+# %% ../nbs/04_score.ipynb #d520eb50
 def _mixture_logits(x: Tensor, log_w: Tensor, mu: Tensor, c, var: Tensor) -> Tensor:
     "log w_k + log N(x; c mu_k, v_k I) for points x (B, D): shape (B, K); c a scalar or (B, 1), var (K,) or (B, K)."
     sq = (x * x).sum(-1, keepdim=True) - 2 * c * (x @ mu.T) + c ** 2 * (mu * mu).sum(-1)   # |x - c mu_k|^2 (B, K)
@@ -74,7 +74,7 @@ def _check_points(x, D: int, name: str) -> Tensor:
         raise ValueError(f"{name} must have shape (..., D) with D = {D}, got {tuple(x.shape)}.")
     return x
 
-# %% ../nbs/04_score.ipynb #1d3e86cc
+# %% ../nbs/04_score.ipynb #7bc70182
 class GaussianMixture:
     r"A mixture $\sum_k w_k\,\mathcal N(\mu_k, \sigma_k^2 I)$ of isotropic Gaussians in $D$ dimensions."
     def __init__(self,
@@ -115,7 +115,7 @@ class GaussianMixture:
 
     def __repr__(self): return f"GaussianMixture(K={self.K}, D={self.D}, dtype={self.means.dtype})"
 
-# %% ../nbs/04_score.ipynb #659e6615
+# %% ../nbs/04_score.ipynb #6ad9251c
 def _gm_sample(self, n: int, generator=None, return_labels: bool = False):
     "Draw `n` points (n, D) from the mixture (and their component labels (n,) if `return_labels`)."
     if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise ValueError(f"n must be a positive integer, got {n!r}.")
@@ -148,7 +148,7 @@ def _gm_noisy(self, alpha_bar) -> GaussianMixture:
 GaussianMixture.sample, GaussianMixture.log_prob = _gm_sample, _gm_log_prob
 GaussianMixture.score, GaussianMixture.noisy = _gm_score, _gm_noisy
 
-# %% ../nbs/04_score.ipynb #6ca57dde
+# %% ../nbs/04_score.ipynb #c5e759d9
 def toy_mixture(dtype=torch.float64, device=None) -> GaussianMixture:
     "The course's 2-D toy data: 8 modes on a ring of radius 1.5 (std 0.1, weights 0.125/0.075) and one at the centre (std 0.15, weight 0.2)."
     ang = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
@@ -161,7 +161,7 @@ mix = toy_mixture()
 x0, labels = mix.sample(100_000, generator=torch.Generator().manual_seed(0), return_labels=True)
 print(mix, '| per-coordinate variance:', x0.var(0).numpy().round(3), '| max |x|:', x0.abs().max().item())
 
-# %% ../nbs/04_score.ipynb #67fdd28e
+# %% ../nbs/04_score.ipynb #9d30a819
 def _per_sample_ab(alpha_bar, x: Tensor) -> Tensor:
     "Validate alpha_bar (a scalar or shape (B, 1)) against points x (B, D); return it as (B, 1)."
     a = _coef(alpha_bar, x, 'alpha_bar')
@@ -175,7 +175,7 @@ def _check_batch(x, D: int, name: str) -> Tensor:
     if x.ndim != 2: raise ValueError(f"{name} must have shape (B, D) with D = {D}, got {tuple(x.shape)}.")
     return x
 
-# %% ../nbs/04_score.ipynb #a6665086
+# %% ../nbs/04_score.ipynb #3fd2692d
 def noisy_score(mixture: GaussianMixture,  # the data distribution $p$
                 x_t: Tensor,               # noisy points, shape (B, D)
                 alpha_bar,                 # $\bar\alpha_t$: a float, or shape (B, 1) for one noise level per point
@@ -197,7 +197,7 @@ def eps_star(mixture: GaussianMixture,  # the data distribution $p$
     x_t = _check_batch(x_t, mixture.D, 'x_t')
     return eps_from_score(noisy_score(mixture, x_t, alpha_bar), _per_sample_ab(alpha_bar, x_t))
 
-# %% ../nbs/04_score.ipynb #c4b1941d
+# %% ../nbs/04_score.ipynb #3c2782ac
 def posterior_x0(mixture: GaussianMixture,  # the data distribution $p$
                  x_t: Tensor,               # one noisy point, shape (D,)
                  alpha_bar,                 # $\bar\alpha_t \in [0, 1)$, a single number
@@ -215,7 +215,7 @@ def posterior_x0(mixture: GaussianMixture,  # the data distribution $p$
     means = mu + (a.sqrt() * s ** 2 / v)[:, None] * (x_t - a.sqrt() * mu)
     return GaussianMixture(r, means, (s ** 2 * (1 - a) / v).sqrt())
 
-# %% ../nbs/04_score.ipynb #277c8c1f
+# %% ../nbs/04_score.ipynb #bfb7f2c4
 def loss_floor(mixture: GaussianMixture,  # the data distribution $p$
                alpha_bar,                 # $\bar\alpha_t \in [0, 1]$, a single number
                n: int = 100_000,          # Monte-Carlo sample size
@@ -229,7 +229,7 @@ def loss_floor(mixture: GaussianMixture,  # the data distribution $p$
     se = ((eps - eps_star(mixture, x_t, a.reshape(-1)[:1].expand(n)[:, None])) ** 2).mean(1)   # (n,) per-point loss
     return se.mean().item(), (se.std() / math.sqrt(n)).item()
 
-# %% ../nbs/04_score.ipynb #6f457d17
+# %% ../nbs/04_score.ipynb #b9b6d5fe
 @torch.no_grad()
 def ancestral_sample(eps_fn,                        # noise predictor: eps_fn(x_t, t) -> eps, t a LongTensor (B,)
                      sched: Schedule,               # the noise schedule the predictor was built for
@@ -259,7 +259,7 @@ def eps_star_fn(mixture: GaussianMixture, sched: Schedule):
     "The exact optimal noise predictor of `mixture` data under `sched`, as an eps_fn(x_t, t) for the samplers."
     return lambda x_t, t: eps_star(mixture, x_t, sched.gather('alpha_bar', t, x_t))
 
-# %% ../nbs/04_score.ipynb #183eba00
+# %% ../nbs/04_score.ipynb #858b3d78
 def sliced_wasserstein(a: Tensor,          # point cloud (N, D)
                        b: Tensor,          # point cloud (N, D), same shape
                        n_proj: int = 256,  # number of random projection directions
