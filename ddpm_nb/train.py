@@ -181,10 +181,11 @@ class BatchStream:
         self.data, self.batch_size, self.rank, self.world_size = data, batch_size, rank, world_size
         self.gen = generator if generator is not None else torch.Generator().manual_seed(rank)
         if isinstance(data, TensorDataset): self.kind = 'tensors'
+        elif all(hasattr(data, a) for a in ('__next__', 'state_dict', 'load_state_dict')): self.kind = 'stateful'
         elif callable(data) and not hasattr(data, '__iter__'): self.kind = 'callable'
         elif hasattr(data, '__iter__'): self.kind = 'iterable'
-        else: raise ValueError(f"data must be a callable(batch_size, generator), a tensor, a TensorDataset or an "
-                               f"iterable of batches; got {type(data).__name__}.")
+        else: raise ValueError(f"data must be a callable(batch_size, generator), a tensor, a TensorDataset, a "
+                               f"stateful iterator or an iterable of batches; got {type(data).__name__}.")
         sampler = getattr(data, 'sampler', None)
         self.shard = world_size > 1 and self.kind == 'iterable' and not isinstance(sampler, DistributedSampler)
         self.epoch, self.pos, self.epoch_state, self._it = 0, 0, None, None
@@ -192,6 +193,7 @@ class BatchStream:
     def __iter__(self): return self
     def __next__(self):
         if self.kind == 'callable': return self.data(self.batch_size, self.gen)
+        if self.kind == 'stateful': return next(self.data)
         if self.kind == 'tensors':
             return self.data[torch.randint(len(self.data), (self.batch_size,), generator=self.gen)]
         while True:
@@ -220,13 +222,15 @@ def _stream_start_epoch(self, state: Tensor = None):
 
 def _stream_state_dict(self) -> dict:
     "The stream's position: generator state, epoch, batches consumed and the epoch's RNG state."
-    return dict(kind=self.kind, gen=self.gen.get_state(), epoch=self.epoch, pos=self.pos, epoch_state=self.epoch_state)
+    return dict(kind=self.kind, gen=self.gen.get_state(), epoch=self.epoch, pos=self.pos, epoch_state=self.epoch_state,
+                data=self.data.state_dict() if self.kind == 'stateful' else None)
 
 def _stream_load_state_dict(self, sd: dict):
     "Restore a position saved by `state_dict` (replaying the current epoch's iterator up to it)."
     if sd['kind'] != self.kind: raise ValueError(f"the checkpoint's data was a {sd['kind']}, this data is a {self.kind}.")
     self.gen.set_state(sd['gen'])
     self.epoch, self._it, self.pos = sd['epoch'], None, 0
+    if self.kind == 'stateful': self.data.load_state_dict(sd['data'])
     if self.kind == 'iterable' and sd['epoch_state'] is not None:
         self._start_epoch(sd['epoch_state'])
         for _ in range(sd['pos']): next(self._it)
