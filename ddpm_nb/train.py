@@ -343,6 +343,7 @@ class Trainer:
         self.callbacks = [c if isinstance(c, tuple) else (cfg.sample_every, c) for c in callbacks]
         self.step, self.history, self._pending = 0, dict(step=[], loss=[], grad_norm=[], lr=[]), []
         self.last_checkpoint, self.out_dir = None, Path(cfg.out_dir) if cfg.out_dir else None
+        self.meta = {}     # plain-typed facts about the run (model config, schedule, ...), saved with every checkpoint
 
     def __repr__(self):
         return (f"Trainer(step={self.step}/{self.cfg.steps}, device={self.device}, amp={self.amp_dtype}, "
@@ -453,7 +454,8 @@ def _save(self, path=None) -> Path:
     if self.is_main:
         save_checkpoint(dict(format=CKPT_FORMAT, version=CKPT_VERSION, step=self.step, model=self.model.state_dict(),
                              ema=self.ema.state_dict(), optimizer=self.opt.state_dict(), scaler=self.scaler.state_dict(),
-                             rng=states, config=asdict(self.cfg), history=self.history, world_size=self.world_size), path)
+                             rng=states, config=asdict(self.cfg), history=self.history, world_size=self.world_size,
+                             meta=self.meta), path)
     if self.world_size > 1: dist.barrier()
     self.last_checkpoint = (path, self.step)
     return path
@@ -465,6 +467,7 @@ def _load(self, path):
     self.opt.load_state_dict(ck['optimizer'])
     if ck['scaler'] and self.scaler.is_enabled(): self.scaler.load_state_dict(ck['scaler'])
     self.step, self.history, self._pending = ck['step'], ck['history'], []
+    self.meta = {**ck.get('meta', {}), **self.meta}
     changed = {k: (v, getattr(self.cfg, k)) for k, v in ck['config'].items()
                if k in ('batch_size', 'lr', 'pred', 'weighting', 'gamma', 'seed', 'ema_decay', 'warmup_steps', 'lr_schedule')
                and getattr(self.cfg, k, v) != v}
