@@ -96,7 +96,7 @@ def sample_grid_callback(out_dir, n: int = 64, sampler: str = 'ddim', steps: int
         fn = (lambda x, t: model(x, t)) if y is None else (lambda x, t: model(x, t, y))
         was = model.training; model.eval()
         x = sample(fn, tr.sched, (n, 1, run.image_size, run.image_size), sampler=sampler, steps=min(steps, run.T),
-                   generator=torch.Generator(tr.device).manual_seed(seed), pred=run.pred, progress=False, device=tr.device)
+                   generator=torch.Generator(tr.device).manual_seed(seed), pred=run.pred, progress=False, device=tr.device, clip=1.0)
         model.train(was)
         save_grid(x, Path(out_dir) / f'samples_{tr.step:07d}.png', nrow=math.isqrt(n) or 1)
     return cb
@@ -171,7 +171,8 @@ def _sample_parser() -> argparse.ArgumentParser:
     a('--checkpoint', default=None, help='exported model or training checkpoint (default: the shipped model)')
     a('--sampler', default='dpm++2m', choices=SAMPLERS, help='sampler (default: %(default)s)')
     a('--steps', type=int, default=20, help='sampling steps (network evaluations) (default: %(default)s)')
-    a('--spacing', default=None, choices=SPACINGS, help="timestep spacing (default: the sampler's own)")
+    a('--spacing', default=None, choices=SPACINGS, help="timestep spacing (default: uniform for ddpm/ddim, quadratic for the solvers)")
+    a('--no_clip', action='store_true', help='do not clip x0_hat to [-1, 1] (unstable with the cosine schedule)')
     a('--eta', type=float, default=0.0, help='DDIM eta: 0 deterministic, 1 DDPM-like (default: %(default)s)')
     a('--n', type=int, default=64, help='number of images (default: %(default)s)')
     a('--seed', type=int, default=0, help='random seed (default: %(default)s)')
@@ -196,7 +197,7 @@ def _sample(args) -> int:
     if args.guidance != 1.0 and not ncls: raise CLIError("--guidance needs a class-conditional model; this one is unconditional.")
     kw = dict(eta=args.eta) if args.sampler == 'ddim' else {}
     if args.eta and args.sampler != 'ddim': raise CLIError(f"--eta applies to --sampler ddim only (got {args.sampler}).")
-    if args.spacing: kw['spacing'] = args.spacing
+    kw.update(spacing=args.spacing, clip=None if args.no_clip else 1.0)
     t0, xs, ys = time.perf_counter(), [], []
     for i, start in enumerate(range(0, args.n, args.batch_size)):
         b = min(args.batch_size, args.n - start)

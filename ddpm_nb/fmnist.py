@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['FMNIST_RUNS', 'PRETRAINED_FORMAT', 'PRETRAINED_VERSION', 'FMNISTRun', 'fmnist_batches', 'make_trainer',
-           'export_pretrained', 'Pretrained', 'default_model_path', 'load_pretrained']
+           'export_pretrained', 'Pretrained', 'default_model_path', 'load_pretrained', 'model_fingerprint',
+           'cached_samples']
 
 # %% ../nbs/10_fmnist.ipynb #55d85172
 import dataclasses
@@ -161,9 +162,9 @@ def load_pretrained(path=None, device='cpu') -> Pretrained:
 
 # %% ../nbs/10_fmnist.ipynb #40f58e61
 @torch.no_grad()
-def _pretrained_sample(self, n: int = 16, sampler: str = 'dpmpp_2m', steps: int = 20, seed: int = 0,
-                       labels=None, guidance: float = 1.0, progress: bool = False, **kwargs) -> Tensor:
-    "Draw `n` images (n, 1, H, W) in [-1, 1]; labels and guidance for a class-conditional model."
+def _pretrained_sample(self, n: int = 16, sampler: str = 'dpm++2m', steps: int = 20, seed: int = 0,
+                       labels=None, guidance: float = 1.0, progress: bool = False, clip=1.0, **kwargs) -> Tensor:
+    "Draw `n` images (n, 1, H, W) in [-1, 1], x0_hat clipped to the data range; labels and guidance for a class-conditional model."
     dev = next(self.model.parameters()).device
     model = self.model
     if self.run.unet.num_classes:
@@ -173,7 +174,30 @@ def _pretrained_sample(self, n: int = 16, sampler: str = 'dpmpp_2m', steps: int 
     S = self.run.image_size
     g = torch.Generator(dev).manual_seed(seed)
     x = sample(model, self.sched, (n, 1, S, S), sampler=sampler, steps=steps, generator=g, pred=self.run.pred,
-               progress=progress, device=dev, **kwargs)
+               progress=progress, device=dev, clip=clip, **kwargs)
     return x.clamp(-1, 1)
 
 Pretrained.sample = _pretrained_sample
+
+# %% ../nbs/10_fmnist.ipynb #be540a7d
+def model_fingerprint(path=None) -> str:
+    "The first 12 hex digits of the SHA-256 of a model file (default: the shipped model)."
+    import hashlib
+    return hashlib.sha256(Path(path or default_model_path()).read_bytes()).hexdigest()[:12]
+
+def cached_samples(pt: Pretrained, sampler: str, steps: int, spacing: str = 'uniform', n: int = 500, seed: int = 1000,
+                   clip=1.0, batch: int = 250, cache=None, key: str = None) -> dict:
+    "n samples of `pt` (batches of `batch`, batch i seeded seed+i), cached on disk: dict(images (n,1,H,W) float16, seconds, ...)."
+    from ddpm_nb.data import cache_dir
+    key = key or model_fingerprint()
+    path = Path(cache or cache_dir() / 'samples') / f'{key}_{sampler}_{steps}_{spacing}_clip{clip}_{n}_{seed}.pt'
+    if path.is_file(): return torch.load(path, weights_only=True)
+    xs, t0, S = [], time.perf_counter(), pt.run.image_size
+    for i, s in enumerate(range(0, n, batch)):
+        g = torch.Generator().manual_seed(seed + i)
+        xs.append(sample(pt.model, pt.sched, (min(batch, n - s), 1, S, S), sampler=sampler, steps=steps, spacing=spacing,
+                         generator=g, pred=pt.run.pred, progress=False, clip=clip))
+    out = dict(images=torch.cat(xs).clamp(-1, 1).half(), seconds=time.perf_counter() - t0, sampler=sampler, steps=steps,
+               spacing=spacing, n=n, clip=clip, seed=seed, threads=torch.get_num_threads())
+    save_checkpoint(out, path)
+    return out

@@ -65,8 +65,7 @@ def test_resume_continues_the_run(trained):
 
 
 @needs_data
-@pytest.mark.parametrize('src', ['tiny.pt', 'run/checkpoint.pt'])
-@pytest.mark.parametrize('sampler', ['ddpm', 'ddim', 'dpm++2m'])
+@pytest.mark.parametrize('src,sampler', [('tiny.pt', 'ddpm'), ('tiny.pt', 'dpm++2m'), ('run/checkpoint.pt', 'ddim')])
 def test_sample_png_and_tensor(trained, src, sampler):
     out, _ = trained
     r = run('ddpm_nb_sample', '--checkpoint', out / src, '--sampler', sampler, '--steps', 3, '--n', 5, '--out', out / 's.pt',
