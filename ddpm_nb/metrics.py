@@ -203,7 +203,7 @@ def features(images,                      # uint8 or floats in [-1, 1], (N, 1, H
              batch_size: int = 500, device='cpu',
              logits: bool = False,        # also return the logits (N, n_classes)
              quantize: bool = True, name: str = 'images'):
-    "Penultimate-layer features (N, D) as float32 on the CPU (and the logits if `logits`)."
+    "Penultimate-layer features (N, D) as float32 on the CPU (and the logits if `logits`); moves `classifier` to `device`."
     x = as_images(images, name, quantize)
     clf = (classifier if classifier is not None else load_classifier()).to(device)
     was = clf.training; clf.eval()
