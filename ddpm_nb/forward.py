@@ -71,13 +71,14 @@ def q_mean_var(x0: Tensor,   # clean data $x_0$
 def q_sample(x0: Tensor,      # clean data $x_0$
              alpha_bar,       # $\bar\alpha_t$: float or tensor broadcastable against `x0`
              noise: Tensor,   # $\varepsilon \sim \mathcal N(0, I)$, same shape as `x0`
+             check_finite: bool = True,  # refuse NaN/inf in `x0` or `noise` (one `isfinite` pass over $x_t$)
             ) -> Tensor:      # $x_t$
     r"Closed-form forward sample $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$."
     x0, noise = _as_float(x0), torch.as_tensor(noise)
     alpha_bar = _as_coef(alpha_bar, x0, 'alpha_bar')
     _check_broadcast(x0, noise=noise)
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
-    if not torch.isfinite(x_t).all(): _check_finite(x0=x0, noise=noise)    # one pass; names the culprit
+    if check_finite and not torch.isfinite(x_t).all(): _check_finite(x0=x0, noise=noise)   # names the culprit
     return x_t
 
 # %% ../nbs/01_forward.ipynb #fbadd59d
@@ -217,7 +218,7 @@ def gather(self: Schedule, name: str, t: Tensor, x: Tensor) -> Tensor:
 
 # %% ../nbs/01_forward.ipynb #b648a5c9
 @patch
-def q_sample(self: Schedule, x0: Tensor, t: Tensor, noise: Tensor = None, generator=None) -> Tensor:
+def q_sample(self: Schedule, x0: Tensor, t: Tensor, noise: Tensor = None, generator=None, check_finite: bool = True) -> Tensor:
     r"Draw $x_t \sim q(x_t \mid x_0)$ for a batch `x0` at 0-based timesteps `t` (shape (B,))."
     x0 = _as_float(x0)
     if noise is None:
@@ -225,7 +226,7 @@ def q_sample(self: Schedule, x0: Tensor, t: Tensor, noise: Tensor = None, genera
     noise = torch.as_tensor(noise)
     if noise.shape != x0.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)}, but x0 has shape {tuple(x0.shape)}.")
-    return q_sample(x0, self.gather('alpha_bar', t, x0), noise)
+    return q_sample(x0, self.gather('alpha_bar', t, x0), noise, check_finite)
 
 # %% ../nbs/01_forward.ipynb #4124112a
 def to_uint8(x: Tensor) -> np.ndarray:
