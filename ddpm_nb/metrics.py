@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .core import atomic_save
 from .data import CLASSES, load_fashion_mnist, to_model_range, TensorBatches
-from .train import save_checkpoint
 
 # %% ../nbs/09_eval.ipynb #f3e5cfee
 def center_crop(x: Tensor,        # images (..., H, W)
@@ -143,7 +143,7 @@ def save_classifier(model: FMNISTClassifier, path=None, info: dict = None) -> Pa
     obj = dict(format=CLF_FORMAT, version=CLF_VERSION, config=cfg, state_dict=sd,
                test_accuracy=float(model.test_accuracy) if model.test_accuracy is not None else None,
                info=info if info is not None else model.info)
-    return save_checkpoint(obj, default_classifier_path() if path is None else path)
+    return atomic_save(obj, default_classifier_path() if path is None else path)
 
 # %% ../nbs/09_eval.ipynb #34b500bc
 _RETRAIN = ("Reinstall ddpm_nb to restore the shipped file, or retrain it: "
@@ -344,7 +344,8 @@ def evaluate_samples(samples,                   # generated images: uint8 or flo
                      batch_size: int = 500, device='cpu', seed: int = 0, quantize: bool = True) -> dict:
     "FID, KID, class histogram and confidence of generated samples on the classifier's features (plus the real-vs-real floor)."
     clf = classifier if classifier is not None else load_classifier(device=device)
-    D, n = clf.cfg.feat_dim, len(samples)                      # every check before any image is embedded
+    x = as_images(samples, 'samples', quantize)               # shape, range, NaN: every check before any embedding
+    D, n = clf.cfg.feat_dim, len(x)
     if n < D + 1:
         raise ValueError(f"samples has {n} samples; FID needs more samples than feature dimensions: {D + 1} at least "
                          f"for {D}-d features, and 2048 or more is normal. Generate more samples.")
@@ -353,7 +354,7 @@ def evaluate_samples(samples,                   # generated images: uint8 or flo
     if split is not None and split not in ('train', 'test'):
         raise ValueError(f"real_features must be 'train', 'test' or a feature matrix, got {split!r}.")
     if split is None: check_features(real_features, 'real_features', dim=D, min_rows=D + 1)
-    f, logits = features(samples, clf, batch_size, device, logits=True, quantize=quantize, name='samples')
+    f, logits = features(x, clf, batch_size, device, logits=True, quantize=False, name='samples')
     if split is not None:
         ref, ref_name = fmnist_features(split, classifier=clf, batch_size=batch_size, device=device), f'Fashion-MNIST {split} set'
     else: ref, ref_name = check_features(real_features, 'real_features', dim=f.shape[1]), 'the given real features'
