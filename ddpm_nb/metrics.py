@@ -10,6 +10,7 @@ __all__ = ['CLF_FORMAT', 'CLF_VERSION', 'center_crop', 'ClassifierConfig', 'conv
 
 # %% ../nbs/09_eval.ipynb #0b6b2c0c
 import math
+import numbers
 import re
 import time
 import warnings
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .core import atomic_save
 from .data import CLASSES, load_fashion_mnist, to_model_range, TensorBatches
-from .train import save_checkpoint
 
 # %% ../nbs/09_eval.ipynb #f3e5cfee
 def center_crop(x: Tensor,        # images (..., H, W)
@@ -142,7 +143,7 @@ def save_classifier(model: FMNISTClassifier, path=None, info: dict = None) -> Pa
     obj = dict(format=CLF_FORMAT, version=CLF_VERSION, config=cfg, state_dict=sd,
                test_accuracy=float(model.test_accuracy) if model.test_accuracy is not None else None,
                info=info if info is not None else model.info)
-    return save_checkpoint(obj, default_classifier_path() if path is None else path)
+    return atomic_save(obj, default_classifier_path() if path is None else path)
 
 # %% ../nbs/09_eval.ipynb #34b500bc
 _RETRAIN = ("Reinstall ddpm_nb to restore the shipped file, or retrain it: "
@@ -250,12 +251,16 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
 def check_features(f, name: str = 'features', dim: int = None, min_rows: int = 2) -> Tensor:
     "Check a feature matrix (N, D): 2-D, finite, `dim` columns if given, at least `min_rows` rows."
     f = torch.as_tensor(f)
+    if f.ndim >= 3:
+        raise ValueError(f"{name} has shape {tuple(f.shape)}: these look like images, not features. Embed them first with "
+                         "features(images) (or fmnist_features for a Fashion-MNIST split), or let evaluate_samples(images) do everything.")
     if f.ndim != 2 or not f.is_floating_point(): raise ValueError(f"{name} must be a float matrix (N, D), got {f.dtype} {tuple(f.shape)}.")
     if dim is not None and f.shape[1] != dim:
         raise ValueError(f"{name} has {f.shape[1]} feature dimensions, the other set {dim}: use the same feature extractor.")
     if len(f) < min_rows:
-        raise ValueError(f"{name} has {len(f)} samples; at least {min_rows} are needed here "
-                         f"(FID needs more samples than the {f.shape[1]} feature dimensions; 2048 or more is usual).")
+        why = (f" (FID needs more samples than feature dimensions: {f.shape[1] + 1} at least for {f.shape[1]}-d features; "
+               "2048 or more is normal)") if min_rows > 2 else ""
+        raise ValueError(f"{name} has {len(f)} samples; at least {min_rows} are needed here{why}.")
     if not torch.isfinite(f).all(): raise ValueError(f"{name} contains NaN or infinite values.")
     return f
 
@@ -267,6 +272,20 @@ def fid(feats1: Tensor, feats2: Tensor, names=('feats1', 'feats2')) -> float:
     return frechet_distance(*feature_stats(f1), *feature_stats(f2))
 
 # %% ../nbs/09_eval.ipynb #6b1b7acc
+def _as_float64(a, name: str) -> Tensor:
+    "`a` (tensor or array) as float64, with at least 2 dimensions (..., m, D)."
+    a = torch.as_tensor(a)
+    if a.ndim < 2: raise ValueError(f"{name} must have shape (..., m, D), got {tuple(a.shape)}.")
+    return a.to(torch.float64)
+
+def _check_kid_args(n_subsets, subset_size):
+    "Raise a ValueError unless n_subsets >= 1 and subset_size >= 2 are integers."
+    ok = lambda v, lo: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo
+    if not ok(n_subsets, 1): raise ValueError(f"n_subsets must be an integer >= 1, got {n_subsets!r}.")
+    if not ok(subset_size, 2):
+        raise ValueError(f"subset_size must be an integer >= 2 (the unbiased estimate averages over pairs of distinct "
+                         f"samples; 1000 is the convention), got {subset_size!r}.")
+
 def poly_kernel(a: Tensor, b: Tensor) -> Tensor:
     "Cubic polynomial kernel matrix (x.y / D + 1)^3 between the rows of a (..., m, D) and b (..., n, D)."
     k = a @ b.transpose(-1, -2) / a.shape[-1] + 1                   # (..., m, n)
@@ -274,7 +293,9 @@ def poly_kernel(a: Tensor, b: Tensor) -> Tensor:
 
 def mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
     "Unbiased estimate of MMD^2 (cubic polynomial kernel) between samples x (..., m, D) and y (..., n, D); batched over `...`."
+    x, y = _as_float64(x, 'x'), _as_float64(y, 'y')
     m, n = x.shape[-2], y.shape[-2]
+    if m < 2 or n < 2: raise ValueError(f"x and y need at least 2 samples each (pairs of distinct samples), got {m} and {n}.")
     kxx, kyy, kxy = poly_kernel(x, x), poly_kernel(y, y), poly_kernel(x, y)
     off = lambda k: k.sum((-1, -2)) - k.diagonal(dim1=-2, dim2=-1).sum(-1)      # sum over pairs i != j
     return off(kxx) / (m * (m - 1)) + off(kyy) / (n * (n - 1)) - 2 * kxy.mean((-1, -2))
@@ -284,7 +305,7 @@ def kid(feats1: Tensor, feats2: Tensor, n_subsets: int = 100, subset_size: int =
     "KID: (mean, std) over `n_subsets` random subsets of min(subset_size, N1, N2) of the unbiased MMD^2 (cubic kernel)."
     f1 = check_features(feats1, names[0]).double()
     f2 = check_features(feats2, names[1], dim=f1.shape[1]).double()
-    if n_subsets < 1: raise ValueError(f"n_subsets must be >= 1, got {n_subsets}.")
+    _check_kid_args(n_subsets, subset_size)
     m, g = min(subset_size, len(f1), len(f2)), torch.Generator().manual_seed(seed)
     vals = torch.stack([mmd2_unbiased(f1[torch.randperm(len(f1), generator=g)[:m]], f2[torch.randperm(len(f2), generator=g)[:m]])
                         for _ in range(n_subsets)])
@@ -323,10 +344,18 @@ def evaluate_samples(samples,                   # generated images: uint8 or flo
                      batch_size: int = 500, device='cpu', seed: int = 0, quantize: bool = True) -> dict:
     "FID, KID, class histogram and confidence of generated samples on the classifier's features (plus the real-vs-real floor)."
     clf = classifier if classifier is not None else load_classifier(device=device)
-    f, logits = features(samples, clf, batch_size, device, logits=True, quantize=quantize, name='samples')
+    x = as_images(samples, 'samples', quantize)               # shape, range, NaN: every check before any embedding
+    D, n = clf.cfg.feat_dim, len(x)
+    if n < D + 1:
+        raise ValueError(f"samples has {n} samples; FID needs more samples than feature dimensions: {D + 1} at least "
+                         f"for {D}-d features, and 2048 or more is normal. Generate more samples.")
+    _check_kid_args(kid_subsets, kid_subset_size)
     split = 'test' if real_features is None else real_features if isinstance(real_features, str) else None
+    if split is not None and split not in ('train', 'test'):
+        raise ValueError(f"real_features must be 'train', 'test' or a feature matrix, got {split!r}.")
+    if split is None: check_features(real_features, 'real_features', dim=D, min_rows=D + 1)
+    f, logits = features(x, clf, batch_size, device, logits=True, quantize=False, name='samples')
     if split is not None:
-        if split not in ('train', 'test'): raise ValueError(f"real_features must be 'train', 'test' or a feature matrix, got {split!r}.")
         ref, ref_name = fmnist_features(split, classifier=clf, batch_size=batch_size, device=device), f'Fashion-MNIST {split} set'
     else: ref, ref_name = check_features(real_features, 'real_features', dim=f.shape[1]), 'the given real features'
     names = ('samples', 'real_features')
@@ -342,12 +371,12 @@ def evaluate_samples(samples,                   # generated images: uint8 or flo
     return out
 
 def format_eval(r: dict) -> str:
-    "A readable summary of `evaluate_samples`: every number with its sample count, reference and feature extractor."
-    s = (f"FID {r['fid']:.3f}, KID {r['kid']:.4f} ± {r['kid_std']:.4f} | {r['n_samples']} samples vs "
+    "A readable summary of `evaluate_samples`: every number with its sample count, reference and feature extractor (KID x 10^3)."
+    s = (f"FID {r['fid']:.3f}, KID×10³ {1e3 * r['kid']:.1f} ± {1e3 * r['kid_std']:.1f} | {r['n_samples']} samples vs "
          f"{r['n_reference']} images of the {r['reference']} | features: {r['feature_extractor']}")
     if 'floor_fid' in r:
         s += (f"\n  real-vs-real floor: {r['floor_n']} images of the {r['floor_source']}: FID {r['floor_fid']:.3f}, "
-              f"KID {r['floor_kid']:.4f}  ->  FID / floor = {r['fid'] / max(r['floor_fid'], 1e-12):.1f}")
+              f"KID×10³ {1e3 * r['floor_kid']:.1f}  ->  FID / floor = {r['fid'] / max(r['floor_fid'], 1e-12):.1f}")
     s += (f"\n  classes: mean confidence {r['mean_confidence']:.3f}, effective classes {r['effective_classes']:.2f} of "
           f"{len(r['class_counts'])}, smallest fraction {r['min_class_fraction']:.3f}"
           + (f", missing: {', '.join(map(str, r['missing_classes']))}" if r['missing_classes'] else ''))
