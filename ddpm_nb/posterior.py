@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['VARIANCE_KINDS', 'posterior_coefs', 'posterior_mean', 'p_mean_eps', 'reverse_variance', 'clip_x0', 'p_mean_var',
-           'p_step', 'gaussian_kl', 'elbo_weights']
+           'p_step', 'gaussian_kl', 'elbo_weights', 'interpolated_variance']
 
 # %% ../nbs/03_posterior.ipynb #08e366e1
 import math
@@ -179,3 +179,20 @@ def elbo_weights(sched: Schedule,         # the noise schedule
     if var not in VARIANCE_KINDS: raise ValueError(f"var must be one of {VARIANCE_KINDS}, got {var!r}.")
     sigma2 = sched.beta if var == 'beta' else torch.cat([sched.beta[:1], sched.beta_tilde[1:]])  # index 0: beta_1
     return sched.beta ** 2 / (2 * sigma2 * sched.alpha * (1 - sched.alpha_bar))
+
+# %% ../nbs/03_posterior.ipynb #f84abc58
+def interpolated_variance(sched: Schedule,  # the noise schedule
+                          t: Tensor,        # 0-based timesteps, shape (B,)
+                          v,                # interpolation weight: a float, or a tensor broadcastable against `x` (one per coordinate)
+                          x: Tensor,        # a batch (B, ...) whose shape, device and dtype the result follows
+                         ) -> Tensor:       # $\sigma_t^2$, broadcast against `x`
+    r"Improved DDPM's learned variance $\sigma_t^2 = \exp(v\log\beta_t + (1-v)\log\tilde\beta_t)$ ($\tilde\beta_1$ clipped to $\tilde\beta_2$)."
+    x = torch.as_tensor(x)
+    v = torch.as_tensor(v, dtype=x.dtype if x.is_floating_point() else torch.float32, device=x.device)
+    if not torch.isfinite(v).all(): raise ValueError("v must be finite (it is the network's interpolation weight).")
+    try: ok = torch.broadcast_shapes(v.shape, x.shape) == x.shape
+    except RuntimeError: ok = False
+    if not ok: raise ValueError(f"v has shape {tuple(v.shape)}; it must broadcast against x {tuple(x.shape)}.")
+    log_beta = sched.gather('beta', t, x).log()                       # (B, 1, ..., 1)
+    log_bt = sched.gather('log_beta_tilde_clipped', t, x)              # log beta_tilde, index 0 clipped to index 1
+    return torch.exp(v * log_beta + (1 - v) * log_bt)
