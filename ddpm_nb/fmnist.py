@@ -388,20 +388,18 @@ def _label_tag(labels) -> str:
 
 @patch
 def labels_for(self: Pretrained, n: int, labels=None, index0: int = 0) -> Optional[Tensor]:
-    "Class labels (n,) of images index0..index0+n-1: None (i mod 10), 'null' (unconditional), a class, or a sequence; None if unconditional."
+    "Class labels (n,) of images index0..index0+n-1: None gives i mod 10, an int one class, a sequence its labels; None if unconditional."
     K = self.run.unet.num_classes
     if not K:
         if labels is not None: raise ValueError(f"labels={labels!r} given, but this model is unconditional (run.unet.num_classes is None).")
         return None
     if labels is None: y = torch.arange(index0, index0 + n) % K
-    elif isinstance(labels, str):
-        if labels != 'null': raise ValueError(f"labels must be None, 'null', a class in 0..{K - 1} or a sequence of them, got {labels!r}.")
-        y = torch.full((n,), K)
+    elif isinstance(labels, str): raise ValueError(f"labels must be None, 'null', a class in 0..{K - 1} or a sequence of them, got {labels!r}.")
     elif isinstance(labels, int) and not isinstance(labels, bool): y = torch.full((n,), labels)
     else:
         y = torch.as_tensor(labels)
         if y.shape != (n,) or y.is_floating_point(): raise ValueError(f"labels must be {n} integer class labels, got {tuple(y.shape)} {y.dtype}.")
-    if y.min() < 0 or y.max() > K: raise ValueError(f"labels must lie in 0..{K - 1} (or {K}, the null label), got {y.min().item()}..{y.max().item()}.")
+    if y.min() < 0 or y.max() >= K: raise ValueError(f"labels must lie in 0..{K - 1} (labels='null' for the null label), got {y.min().item()}..{y.max().item()}.")
     return y.long().to(self.device)
 
 @patch
@@ -422,14 +420,15 @@ def sample(self: Pretrained,
     r = self.run
     if spacing is None and sampler in (None, r.sampler): spacing = r.spacing
     sampler, steps = sampler or r.sampler, steps or r.steps
-    y = self.labels_for(n, labels, index0)
+    null = labels == 'null' if isinstance(labels, str) else False
+    if null and not r.unet.num_classes: raise ValueError("labels='null' needs a class-conditional model; this one is unconditional.")
+    y = None if null else self.labels_for(n, labels, index0)          # the null label: the Denoiser's default for no labels
     w = r.guidance if guidance is None else guidance
-    if y is None and guidance not in (None, 1, 1.0): raise ValueError("guidance needs a class-conditional model; this one is unconditional.")
-    if y is not None and (labels == 'null'): w = 1.0               # the null label: plain (unguided) unconditional samples
+    if not r.unet.num_classes and guidance not in (None, 1, 1.0): raise ValueError("guidance needs a class-conditional model; this one is unconditional.")
     S = r.image_size
     with torch.no_grad():
         out = sample(self.denoiser, (n, 1, S, S), sampler=sampler, steps=steps, spacing=spacing, seed=seed, index0=index0,
-                     progress=progress, return_traj=return_traj, x_T=x_T, labels=y, guidance=w if y is not None else 1.0)
+                     progress=progress, return_traj=return_traj, x_T=x_T, labels=y, guidance=w)
     if return_traj: return out[0].clamp(-1, 1), out[1]
     return out.clamp(-1, 1)
 
