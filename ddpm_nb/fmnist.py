@@ -122,7 +122,7 @@ FMNIST_RUNS = {
     'tiny': FMNISTRun(UNET_PRESETS['tiny'], TrainConfig(steps=40, batch_size=32, lr=1e-3, warmup_steps=10, ema_decay=0.9,
                                                         pred='v', weighting='min_snr'), steps=10),
     'cpu': FMNISTRun(_conditional(UNET_PRESETS['small']),
-                     TrainConfig(steps=4500, batch_size=64, lr=1e-3, warmup_steps=200, ema_decay=0.998, pred='v',
+                     TrainConfig(steps=4000, batch_size=64, lr=1e-3, warmup_steps=200, ema_decay=0.998, pred='v',
                                  weighting='min_snr', label_dropout=0.2)),
     'gpu': FMNISTRun(_conditional(UNET_PRESETS['base']),
                      TrainConfig(steps=8000, batch_size=512, lr=5e-4, warmup_steps=400, lr_schedule='cosine', ema_decay=0.9995,
@@ -350,10 +350,10 @@ def _load_folder(d: Path, device) -> Pretrained:
                                             "it is truncated or corrupt; re-export the model.") from None
     return _build_pretrained(cfg['run'], weights, cfg.get('meta', {}), device, d)
 
-def load_pretrained(path=None,      # a `save_pretrained` folder (or its model.safetensors), an older .pt export, or a training checkpoint
+def load_pretrained(path_or_dir=None,  # a `save_pretrained` folder (or its model.safetensors), an older .pt export, or a training checkpoint
                     device='cpu') -> Pretrained:
     "Load a saved model (default: the one shipped with the package); nothing is unpickled beyond tensors, bad files raise a ValueError."
-    path = Path(path) if path is not None else default_model_path()
+    path = Path(path_or_dir) if path_or_dir is not None else default_model_path()
     if path.is_file() and path.suffix == '.safetensors': path = path.parent
     if path.is_dir(): return _load_folder(path, device)
     if not path.is_file():
