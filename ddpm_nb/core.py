@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['atomic_save', 'atomic_write_bytes', 'atomic_write_text', 'pid_alive', 'clean_stale_tmp', 'RunLockedError', 'RunLock',
-           'check_finite']
+           'patch', 'check_finite']
 
-# %% ../nbs/00_core.ipynb #fb14379b
+# %% ../nbs/00_core.ipynb #b988c77b
 import errno
+import inspect
 import math
 import os
 import re
@@ -21,7 +22,7 @@ import torch
 try: import fcntl                    # POSIX; absent on Windows, where RunLock cannot lock
 except ImportError: fcntl = None
 
-# %% ../nbs/00_core.ipynb #7ab98ef3
+# %% ../nbs/00_core.ipynb #55a819ee
 def _tmp_path(path: Path) -> Path:
     "The temporary sibling of `path` that this process writes first: `.{name}.{pid}.tmp`."
     return path.with_name(f'.{path.name}.{os.getpid()}.tmp')
@@ -58,7 +59,7 @@ def atomic_write_text(text: str, path, encoding: str = 'utf-8') -> Path:
     "Write `text` to `path` atomically (temporary file, fsync, `os.replace`)."
     return _atomic_write(path, lambda f: f.write(text.encode(encoding)))
 
-# %% ../nbs/00_core.ipynb #586ed63d
+# %% ../nbs/00_core.ipynb #76d8c7b7
 _TMP_RE = re.compile(r'^\..+\.(\d+)\.tmp$')
 
 def pid_alive(pid: int) -> bool:
@@ -81,7 +82,7 @@ def clean_stale_tmp(folder) -> list:
             except FileNotFoundError: pass                  # another cleaner was faster
     return sorted(removed)
 
-# %% ../nbs/00_core.ipynb #9025e594
+# %% ../nbs/00_core.ipynb #29a29233
 class RunLockedError(ValueError):
     "Another process holds the run lock of this folder."
 
@@ -136,7 +137,20 @@ class RunLock:
             except OSError: pass
     def __repr__(self): return f"RunLock({str(self.folder)!r}, held={self.held})"
 
-# %% ../nbs/00_core.ipynb #87f839e5
+# %% ../nbs/00_core.ipynb #3e01415d
+def patch(f):
+    "Decorator: add `f` as a method to the class of its first argument's annotation, `def m(self: Cls)` (a tuple: each class)."
+    params = list(inspect.signature(f).parameters.values())
+    cls = params[0].annotation if params else inspect.Parameter.empty
+    classes = cls if isinstance(cls, tuple) else (cls,)
+    if cls is inspect.Parameter.empty or not classes or not all(isinstance(c, type) for c in classes):
+        raise ValueError(f"@patch needs the first argument of {f.__name__} annotated with a class, e.g. def {f.__name__}(self: MyClass).")
+    for c in classes:
+        f.__qualname__ = f"{c.__name__}.{f.__name__}"
+        setattr(c, f.__name__, f)
+    return f
+
+# %% ../nbs/00_core.ipynb #d386626c
 def check_finite(name: str, value):
     "Return `value` if it is None or a finite number; raise a ValueError naming the option otherwise."
     if value is None or isinstance(value, bool): return value
