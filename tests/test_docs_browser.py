@@ -226,3 +226,11 @@ def test_screenshots(server, browser):
         browser.execute_script(f"{js}.scrollIntoView({{block: 'center'}})")
         browser.save_screenshot(str(ARTIFACTS/name)); shots.append(name)
     for s in shots: assert (ARTIFACTS/s).stat().st_size > 10_000, s
+
+
+def test_code_and_outputs_get_a_wide_column(server, browser):
+    "In a 1280 px window, a code cell spans at least 70% of the window (it was about 60% with a prose-width column)."
+    open_page(browser, urljoin(server, 'forward.html'))
+    w, win = browser.execute_script("return [document.querySelector('.cell-input pre').getBoundingClientRect().width, "
+                                    "window.innerWidth]")
+    assert w >= 0.7 * win, f'code blocks are {w:.0f} px wide in a {win} px window'

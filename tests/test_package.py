@@ -28,8 +28,8 @@ def test_version_matches_settings():
 
 @pytest.mark.parametrize('mod', CHAPTER_MODULES)
 def test_imports_without_notebook_tooling(mod):
-    "Every module imports in a fresh interpreter where nbdev, fastcore, IPython and jupyter are unavailable."
-    blocked = ['nbdev', 'fastcore', 'IPython', 'jupyter', 'execnb', 'nbformat']
+    "Every module imports in a fresh interpreter where nbdev, IPython and jupyter are unavailable (fastcore is a runtime dependency)."
+    blocked = ['nbdev', 'IPython', 'jupyter', 'execnb', 'nbformat']
     code = ('import sys\n' + ''.join(f'sys.modules[{b!r}] = None\n' for b in blocked) +
             f'import ddpm_nb.{mod} as m\nprint(len(m.__all__))')
     r = _run(code)
@@ -78,6 +78,52 @@ def test_public_names_exist():
              'cosine_betas', 'sigmoid_betas', 'make_betas', 'SCHEDULES', 'Schedule', 'check_t']
     for n in names:
         assert hasattr(forward, n) and n in forward.__all__, n
+
+
+@pytest.mark.parametrize('mod', CHAPTER_MODULES)
+def test_every_name_in_all_exists(mod):
+    "`__all__` is what `from ddpm_nb.X import *` and the site list: every name in it must exist, once."
+    import importlib
+    m = importlib.import_module(f'ddpm_nb.{mod}')
+    missing = [n for n in m.__all__ if not hasattr(m, n)]
+    assert not missing, f'ddpm_nb.{mod}.__all__ names {missing}, which the module does not define'
+    assert len(set(m.__all__)) == len(m.__all__), sorted(n for n in m.__all__ if m.__all__.count(n) > 1)
+
+
+def test_top_level_api():
+    "`import ddpm_nb` gives the main entry points: each is the very object its chapter defines."
+    import importlib
+    expected = dict(Schedule='forward', Denoiser='sample', TrainConfig='train', Trainer='train', load_pretrained='fmnist',
+                    save_pretrained='fmnist', evaluate_samples='metrics', evaluate_model='fmnist', FMNISTRun='fmnist',
+                    make_trainer='fmnist')
+    for name, mod in expected.items():
+        assert name in ddpm_nb.__all__, name
+        assert getattr(ddpm_nb, name) is getattr(importlib.import_module(f'ddpm_nb.{mod}'), name), name
+    for name in ddpm_nb.__all__: assert getattr(ddpm_nb, name) is not None, name
+    from ddpm_nb.sample import sample
+    assert callable(ddpm_nb.sample) and ddpm_nb.sample.sample is sample          # module and function at once
+    with pytest.raises(AttributeError): ddpm_nb.no_such_name
+    r = _run('import ddpm_nb, sys; print(ddpm_nb.sample.__name__, "ddpm_nb.fmnist" in sys.modules)')
+    assert r.returncode == 0 and r.stdout.split() == ['ddpm_nb.sample', 'False'], r.stdout + r.stderr   # the rest loads on use
+
+
+def test_runtime_imports_are_declared_requirements():
+    "Every third-party package a module imports at its top is in settings.ini's requirements (else `pip install` gives a broken package)."
+    ini = (ROOT / 'settings.ini').read_text()
+    reqs = re.search(r'^requirements\s*=\s*(.*)$', ini, re.M).group(1)
+    declared = {re.split(r'[<>=!~ ]', r)[0].lower() for r in reqs.split()}
+    dist = {'PIL': 'pillow', 'sklearn': 'scikit-learn'}
+    std = set(sys.stdlib_module_names)
+    used = {}
+    for mod in CHAPTER_MODULES + ['__init__']:
+        for node in ast.parse((PKG / f'{mod}.py').read_text()).body:      # module level: what `import` needs
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for n in names:
+                top = n.split('.')[0]
+                if top not in std and top != 'ddpm_nb': used.setdefault(dist.get(top, top).lower(), mod)
+    missing = {k: v for k, v in used.items() if k not in declared}
+    assert not missing, f'imported but not in settings.ini requirements (package: first module): {missing}'
 
 
 def test_schedule_end_to_end():
