@@ -4,7 +4,9 @@
 
 # %% auto #0
 __all__ = ['check_weight', 'cfg_eps', 'cfg_eps_source', 'book_weight', 'class_log_posterior', 'MixtureEps',
-           'classifier_guided_eps', 'tilted_log_prob', 'sample_tilted', 'grid_density', 'ks_distance']
+           'classifier_guided_eps', 'tilted_log_prob', 'sample_tilted', 'grid_density', 'ks_distance', 'class_index',
+           'check_labels', 'noise_sigma', 'IntervalGuided', 'guided', 'weights_key', 'balanced_labels', 'guided_images',
+           'evaluate_guided', 'guidance_sweep', 'format_sweep', 'plot_sweep', 'class_grid', 'show_class_grids']
 
 # %% ../nbs/12_guidance.ipynb #2f32db1e
 import hashlib
@@ -164,3 +166,225 @@ def ks_distance(samples: Tensor,  # 1-D samples (n,) or (n, 1)
     F = torch.from_numpy(np.interp(s.numpy(), grid.numpy(), cdf.numpy()))
     n = len(s); i = torch.arange(1, n + 1, dtype=torch.float64) / n
     return torch.maximum(i - F, F - (i - 1 / n)).max().item()
+
+# %% ../nbs/12_guidance.ipynb #a43b07c4
+def class_index(label,                   # an int in [0, num_classes) or a class name ('sneaker', 'Ankle boot', 't-shirt')
+                num_classes: int = 10,
+                classes=CLASSES,         # the class names, in index order
+               ) -> int:
+    "A label given by index or by (case-insensitive) class name; ValueError naming the valid labels otherwise."
+    if isinstance(label, str):
+        norm = lambda s: ''.join(ch for ch in s.lower() if ch.isalnum())
+        names = {}
+        for i, c in enumerate(classes[:num_classes]):
+            for part in [c] + c.split('/'): names.setdefault(norm(part), i)
+        if norm(label) in names: return names[norm(label)]
+        raise ValueError(f"label {label!r} is not a class name; use one of {', '.join(repr(c) for c in classes[:num_classes])} "
+                         f"or an index in [0, {num_classes - 1}].")
+    if isinstance(label, Tensor) and label.numel() == 1 and not label.is_floating_point(): label = int(label)
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < num_classes:
+        raise ValueError(f"label {label!r} is not a class index in [0, {num_classes - 1}] (or a class name such as 'sneaker').")
+    return int(label)
+
+def check_labels(den,          # a class-conditional `Denoiser` (its `null_label` is its number of classes)
+                 labels,       # an int or class name (repeated n times), or a sequence / LongTensor of them
+                 n: int = None,  # batch size, when `labels` is a single label
+                ) -> Tensor:   # LongTensor (n,)
+    "Labels checked against a denoiser: a clear error for an unconditional model or an unknown label."
+    K = getattr(den, 'null_label', None)
+    if K is None:
+        raise ValueError("this model is unconditional (it was trained without class labels), so it cannot be guided "
+                         "towards a label; sample it with labels=None, or train a model with num_classes set.")
+    if isinstance(labels, (int, np.integer, str)) and not isinstance(labels, bool):
+        return torch.full((1 if n is None else n,), class_index(labels, K), dtype=torch.long)
+    if isinstance(labels, Tensor): labels = labels.reshape(-1).tolist()
+    out = torch.tensor([class_index(l, K) for l in labels], dtype=torch.long)
+    if n is not None and len(out) != n: raise ValueError(f"labels has {len(out)} entries but the batch has {n} images.")
+    return out
+
+def noise_sigma(sched: Schedule, t: Tensor) -> Tensor:
+    r"EDM's noise level of timestep indices t: $\sigma_t = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}$."
+    ab = sched.alpha_bar.to(device=t.device, dtype=torch.float64)[t]
+    return ((1 - ab) / ab).sqrt()
+
+# %% ../nbs/12_guidance.ipynb #6fb6634a
+class IntervalGuided(nn.Module):
+    r"Classifier-free guidance with weight $w$ only where $\sigma_{lo} < \sigma_t \le \sigma_{hi}$; the conditional prediction ($w = 1$) elsewhere."
+    def __init__(self, den,                 # a class-conditional `Denoiser`
+                 labels,                    # LongTensor (B,) of labels (or an int / class name for every image)
+                 w: float,                  # guidance weight inside the interval
+                 sigma_lo: float = 0.28,    # guidance for sigma_t > sigma_lo ...
+                 sigma_hi: float = 5.42):   # ... and sigma_t <= sigma_hi
+        super().__init__()
+        self.den, self.w, self.labels = den, check_weight(w), check_labels(den, labels)
+        for nm, v in (('sigma_lo', sigma_lo), ('sigma_hi', sigma_hi)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ValueError(f"{nm} must be a number >= 0 (a noise level sigma = sqrt((1 - alpha_bar) / alpha_bar)), got {v!r}.")
+        if not sigma_lo < sigma_hi: raise ValueError(f"sigma_lo must be < sigma_hi, got ({sigma_lo}, {sigma_hi}].")
+        self.sigma_lo, self.sigma_hi = float(sigma_lo), float(sigma_hi)
+
+    def inside(self, t: Tensor) -> Tensor:
+        "Which timestep indices t (B,) get guidance."
+        s = noise_sigma(self.den.sched, t)
+        return (s > self.sigma_lo) & (s <= self.sigma_hi)
+
+    def forward(self, x_t: Tensor, t: Tensor) -> tuple:
+        y = self.labels.to(x_t.device)
+        y = y.expand(len(x_t)) if len(y) == 1 else y
+        if len(y) != len(x_t): raise ValueError(f"{len(y)} labels for a batch of {len(x_t)}.")
+        g = self.inside(t)
+        if g.all(): return self.den.guided(y, self.w)(x_t, t)
+        if not g.any(): return self.den(x_t, t, y)
+        x0, eps = (torch.empty_like(x_t) for _ in range(2))
+        for m, f in ((g, lambda i: self.den.guided(y[i], self.w)(x_t[i], t[i])), (~g, lambda i: self.den(x_t[i], t[i], y[i]))):
+            x0[m], eps[m] = f(m)
+        return x0, eps
+
+def guided(den,                 # a class-conditional `Denoiser`
+           labels,              # LongTensor (B,), or one int / class name for all
+           w: float,            # guidance weight (0: unconditional, 1: conditional)
+           interval=None,       # None (every noise level) or (sigma_lo, sigma_hi) for `IntervalGuided`
+          ):
+    "A `den(x_t, t) -> (x0_hat, eps_hat)` for guided sampling, with checked labels and weight."
+    y, w = check_labels(den, labels), check_weight(w)
+    if interval is None: return den.guided(y if len(y) > 1 else int(y[0]), w)
+    return IntervalGuided(den, y, w, *interval)
+
+# %% ../nbs/12_guidance.ipynb #c0b328a1
+def weights_key(model: nn.Module) -> str:
+    "12 hex digits of the SHA-256 of a model's parameters and buffers: names a model's cached samples."
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode()); h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+def balanced_labels(n: int, num_classes: int = 10) -> Tensor:
+    "Labels 0, 1, ..., K-1, 0, 1, ...: image i gets label i mod K."
+    return torch.arange(n) % num_classes
+
+@torch.no_grad()
+def guided_images(pt,                   # a class-conditional `Pretrained` (chapter 10)
+                  w: float,             # guidance weight
+                  n: int = 500,         # images; image i has label i mod 10
+                  sampler: str = 'dpm++2m', steps: int = 20,
+                  interval=None,        # None or (sigma_lo, sigma_hi): guidance only there
+                  seed: int = 0,
+                  batch: int = 100,     # images per sampler call (results do not depend on it)
+                  cache: bool = True,   # keep the images on disk (cache_dir()/guidance) and reuse them
+                  progress: bool = False,
+                 ) -> dict:             # images (n, 1, H, W) uint8, labels (n,), seconds, config
+    "Guided samples of a class-conditional model with balanced labels, cached on disk by model and configuration."
+    den = pt.denoiser
+    check_labels(den, 0); w = check_weight(w)
+    iv = 'full' if interval is None else f'{interval[0]:g}-{interval[1]:g}'
+    path = cache_dir() / 'guidance' / f'{weights_key(den)}_{sampler}{steps}_w{w:g}_{iv}_n{n}_s{seed}.pt'
+    if cache and path.is_file(): return torch.load(path, weights_only=True)
+    y, S, xs, t0 = balanced_labels(n, den.null_label), pt.run.image_size, [], time.perf_counter()
+    for i in range(0, n, batch):
+        yb = y[i:i + batch]
+        x = sample(guided(den, yb, w, interval), (len(yb), 1, S, S), sampler=sampler, steps=steps, seed=seed, index0=i,
+                   progress=progress)
+        xs.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+    out = dict(images=torch.cat(xs), labels=y, seconds=time.perf_counter() - t0, w=w, interval=interval, n=n,
+               sampler=sampler, steps=steps, seed=seed, threads=torch.get_num_threads())
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f'.{path.name}.tmp'); torch.save(out, tmp); tmp.replace(path)
+    return out
+
+# %% ../nbs/12_guidance.ipynb #b055d236
+_REAL = {}
+def _real_features(classifier):
+    "Test-set features and labels, computed once per classifier (keyed by its weights)."
+    key = weights_key(classifier)
+    if key not in _REAL:
+        u8, lab = load_fashion_mnist('test')
+        _REAL[key] = (features(u8, classifier), torch.as_tensor(lab).long())
+    return _REAL[key]
+
+def evaluate_guided(images,              # generated images (N, 1, H, W), uint8 or floats in [-1, 1]
+                    labels: Tensor,      # (N,) the labels they were drawn with
+                    classifier=None,     # default: the shipped one
+                    seed: int = 0,
+                   ) -> dict:
+    "Chapter 9's FID/KID (with floor) plus accuracy against the intended labels, per-class accuracy and per-class KID (x1e3)."
+    clf = classifier if classifier is not None else load_classifier()
+    r = evaluate_samples(images, 'test', clf, seed=seed)
+    f, logits = features(images, clf, logits=True)
+    labels = torch.as_tensor(labels).long()
+    hit = (logits.argmax(1) == labels).double()
+    ref, ref_lab = _real_features(clf)
+    K = logits.shape[1]
+    acc_k = [hit[labels == k].mean().item() for k in range(K)]
+    kid_k = [mmd2_unbiased(f[labels == k].double(), ref[ref_lab == k].double()).item() * 1e3 for k in range(K)
+             if (labels == k).sum() >= 2]
+    return dict(fid=r['fid'], kid=r['kid'] * 1e3, floor_fid=r['floor_fid'], floor_kid=r['floor_kid'] * 1e3, n=len(labels),
+                acc=hit.mean().item(), acc_per_class=acc_k, worst_class=CLASSES[int(np.argmin(acc_k))], acc_worst=min(acc_k),
+                confidence=r['mean_confidence'], class_kid=float(np.mean(kid_k)), feature_extractor=r['feature_extractor'])
+
+# %% ../nbs/12_guidance.ipynb #4e320e44
+def guidance_sweep(pt,                                   # a class-conditional `Pretrained`
+                   ws=(0.0, 1.0, 1.5, 2.0, 3.0, 5.0),    # guidance weights
+                   n: int = 500,                         # samples per weight
+                   sampler: str = 'dpm++2m', steps: int = 20,
+                   interval=None,                        # None, or (sigma_lo, sigma_hi) for interval guidance
+                   seed: int = 0, cache: bool = True, classifier=None, progress: bool = False,
+                  ) -> list:                              # one dict per weight: w, interval, s/image and `evaluate_guided`'s numbers
+    "Sample (cached) and measure a class-conditional model at each guidance weight."
+    rows, clf = [], classifier if classifier is not None else load_classifier()
+    for w in ws:
+        out = guided_images(pt, w, n, sampler, steps, interval, seed, cache=cache, progress=progress)
+        rows.append(dict(w=float(w), interval=interval, sampler=sampler, steps=steps,
+                         s_per_image=out['seconds'] / n, **evaluate_guided(out['images'], out['labels'], clf, seed)))
+    return rows
+
+def format_sweep(rows: list) -> str:
+    "The sweep as a table, with N, the floor and the feature extractor."
+    r0 = rows[0]
+    s = (f"N = {r0['n']} per row (labels balanced), {r0['sampler']} {r0['steps']} steps; FID/KID against the test set on the "
+         f"{r0['feature_extractor']};\nreal-vs-real floor at N = {r0['n']}: FID {r0['floor_fid']:.2f}, KID {r0['floor_kid']:.2f} (x1e3)\n")
+    s += f"{'w':>4} {'guidance':>13} | {'FID':>6} {'KID':>6} | {'acc':>6} {'worst class':>19} | {'conf':>5} | {'class KID':>9} | s/img\n"
+    for r in rows:
+        iv = 'all levels' if r['interval'] is None else f"σ∈({r['interval'][0]:g},{r['interval'][1]:g}]"
+        s += (f"{r['w']:4g} {iv:>13} | {r['fid']:6.2f} {r['kid']:6.2f} | {r['acc']:6.1%} {r['worst_class'][:11]:>11} {r['acc_worst']:6.1%} "
+              f"| {r['confidence']:.3f} | {r['class_kid']:9.2f} | {r['s_per_image']:.2f}\n")
+    return s
+
+def plot_sweep(rows: list, ax=None, title: str = None):
+    "FID against class accuracy, one point per configuration, labelled by w; the real-vs-real floor dashed."
+    if ax is None: _, ax = plt.subplots(figsize=(5.5, 4), dpi=80)
+    for key, mk, name in ((lambda r: r['interval'] is None, 'o-', 'guidance at every noise level'),
+                          (lambda r: r['interval'] is not None, 's--', 'guidance in an interval')):
+        rs = [r for r in rows if key(r)]
+        if not rs: continue
+        if name.endswith('interval'): name += f" σ∈({rs[0]['interval'][0]:g}, {rs[0]['interval'][1]:g}]"
+        ax.plot([r['acc'] for r in rs], [r['fid'] for r in rs], mk, label=name, ms=5)
+        for r in rs: ax.annotate(f"w={r['w']:g}", (r['acc'], r['fid']), textcoords='offset points', xytext=(4, 4), fontsize=7)
+    ax.axhline(rows[0]['floor_fid'], color='k', ls=':', lw=0.8, label=f"real-vs-real floor (N={rows[0]['n']})")
+    ax.set(xlabel='accuracy: samples classified as their label', ylabel='FID (test set, classifier features)', title=title)
+    ax.legend(fontsize=7)
+    return ax
+
+# %% ../nbs/12_guidance.ipynb #b6fdd162
+def class_grid(pt,                  # a class-conditional `Pretrained`
+               w: float,            # guidance weight
+               per_class: int = 8,  # images per class (one row per class)
+               **kwargs,            # passed to `guided_images` (sampler, steps, interval, seed, cache)
+              ) -> Tensor:          # (K * per_class, 1, H, W) uint8, class by class
+    "Samples for every class at one guidance weight, ordered row by row (the first images of `guided_images`)."
+    K = pt.denoiser.null_label
+    out = guided_images(pt, w, n=kwargs.pop('n', K * per_class), **kwargs)
+    return torch.cat([out['images'][out['labels'] == k][:per_class] for k in range(K)])
+
+def show_class_grids(grids: dict,    # {title: (K * per_class, 1, H, W) uint8 from `class_grid`}
+                     per_class: int = 8, classes=CLASSES):
+    "Side-by-side grids, one row per class, class names on the left."
+    fig, axs = plt.subplots(1, len(grids), figsize=(2.6 * len(grids) * per_class / 8 + 0.8, 3.4), dpi=100, squeeze=False)
+    for j, (ax, (title, g)) in enumerate(zip(axs[0], grids.items())):
+        K, H = len(g) // per_class, g.shape[-1]
+        img = g.reshape(K, per_class, H, H).permute(0, 2, 1, 3).reshape(K * H, per_class * H)
+        ax.imshow(img.numpy(), cmap='gray', vmin=0, vmax=255)
+        ax.set_xticks([]); ax.set_title(title, fontsize=9)
+        ax.set_yticks([H * k + H / 2 for k in range(K)], classes[:K] if j == 0 else [], fontsize=7)
+    plt.tight_layout()
+    return fig
