@@ -6,7 +6,8 @@
 __all__ = ['check_weight', 'cfg_eps', 'cfg_eps_source', 'book_weight', 'class_log_posterior', 'MixtureEps',
            'classifier_guided_eps', 'tilted_log_prob', 'sample_tilted', 'grid_density', 'ks_distance', 'class_index',
            'check_labels', 'noise_sigma', 'IntervalGuided', 'guided', 'weights_key', 'balanced_labels', 'guided_images',
-           'evaluate_guided', 'guidance_sweep', 'format_sweep', 'plot_sweep', 'class_grid', 'show_class_grids']
+           'class_coverage', 'evaluate_guided', 'guidance_sweep', 'format_sweep', 'plot_sweep', 'class_grid',
+           'show_class_grids']
 
 # %% ../nbs/12_guidance.ipynb #2f32db1e
 import hashlib
@@ -292,7 +293,7 @@ def guided_images(pt,                   # a class-conditional `Pretrained` (chap
         tmp = path.with_name(f'.{path.name}.tmp'); torch.save(out, tmp); tmp.replace(path)
     return out
 
-# %% ../nbs/12_guidance.ipynb #b055d236
+# %% ../nbs/12_guidance.ipynb #fa50cdb7
 _REAL = {}
 def _real_features(classifier):
     "Test-set features and labels, computed once per classifier (keyed by its weights)."
@@ -302,12 +303,25 @@ def _real_features(classifier):
         _REAL[key] = (features(u8, classifier), torch.as_tensor(lab).long())
     return _REAL[key]
 
+def class_coverage(f: Tensor, labels: Tensor,        # features (N, D) of generated images and their labels
+                   ref: Tensor, ref_labels: Tensor,  # features and labels of real images
+                   k: int = 5,                       # nearest neighbours that set each real image's radius
+                  ) -> list:                          # coverage per class
+    "Coverage (Naeem et al. 2020) per class: the fraction of a class's real images with a same-label sample inside their k-NN radius."
+    out = []
+    for c in range(int(ref_labels.max()) + 1):
+        r, g = ref[ref_labels == c].double(), f[labels == c].double()
+        if len(g) == 0: out.append(0.0); continue
+        radius = torch.cdist(r, r).kthvalue(k + 1, dim=1).values       # (M,) k-th neighbour, itself excluded
+        out.append((torch.cdist(r, g).min(1).values <= radius).double().mean().item())
+    return out
+
 def evaluate_guided(images,              # generated images (N, 1, H, W), uint8 or floats in [-1, 1]
                     labels: Tensor,      # (N,) the labels they were drawn with
                     classifier=None,     # default: the shipped one
                     seed: int = 0,
                    ) -> dict:
-    "Chapter 9's FID/KID (with floor) plus accuracy against the intended labels, per-class accuracy and per-class KID (x1e3)."
+    "Chapter 9's FID/KID (x1e3, with floor), accuracy against the intended labels, per-class accuracy and coverage (with floor)."
     clf = classifier if classifier is not None else load_classifier()
     r = evaluate_samples(images, 'test', clf, seed=seed)
     f, logits = features(images, clf, logits=True)
@@ -315,14 +329,19 @@ def evaluate_guided(images,              # generated images (N, 1, H, W), uint8 
     hit = (logits.argmax(1) == labels).double()
     ref, ref_lab = _real_features(clf)
     K = logits.shape[1]
-    acc_k = [hit[labels == k].mean().item() for k in range(K)]
-    kid_k = [mmd2_unbiased(f[labels == k].double(), ref[ref_lab == k].double()).item() * 1e3 for k in range(K)
-             if (labels == k).sum() >= 2]
+    acc_k = [hit[labels == c].mean().item() for c in range(K)]
+    u8, lab = load_fashion_mnist('train')                              # coverage floor: real images, same labels
+    lab = torch.as_tensor(lab).long()
+    g = torch.Generator().manual_seed(seed + 2)
+    pick = torch.cat([torch.nonzero(lab == c)[:, 0][torch.randperm(int((lab == c).sum()), generator=g)[:int((labels == c).sum())]]
+                      for c in range(K)])
+    cov, cov_floor = class_coverage(f, labels, ref, ref_lab), class_coverage(features(u8[pick], clf), lab[pick], ref, ref_lab)
     return dict(fid=r['fid'], kid=r['kid'] * 1e3, floor_fid=r['floor_fid'], floor_kid=r['floor_kid'] * 1e3, n=len(labels),
                 acc=hit.mean().item(), acc_per_class=acc_k, worst_class=CLASSES[int(np.argmin(acc_k))], acc_worst=min(acc_k),
-                confidence=r['mean_confidence'], class_kid=float(np.mean(kid_k)), feature_extractor=r['feature_extractor'])
+                confidence=r['mean_confidence'], coverage=float(np.mean(cov)), coverage_per_class=cov,
+                floor_coverage=float(np.mean(cov_floor)), feature_extractor=r['feature_extractor'])
 
-# %% ../nbs/12_guidance.ipynb #4e320e44
+# %% ../nbs/12_guidance.ipynb #7755b0e3
 def guidance_sweep(pt,                                   # a class-conditional `Pretrained`
                    ws=(0.0, 1.0, 1.5, 2.0, 3.0, 5.0),    # guidance weights
                    n: int = 500,                         # samples per weight
@@ -342,12 +361,12 @@ def format_sweep(rows: list) -> str:
     "The sweep as a table, with N, the floor and the feature extractor."
     r0 = rows[0]
     s = (f"N = {r0['n']} per row (labels balanced), {r0['sampler']} {r0['steps']} steps; FID/KID against the test set on the "
-         f"{r0['feature_extractor']};\nreal-vs-real floor at N = {r0['n']}: FID {r0['floor_fid']:.2f}, KID {r0['floor_kid']:.2f} (x1e3)\n")
-    s += f"{'w':>4} {'guidance':>13} | {'FID':>6} {'KID':>6} | {'acc':>6} {'worst class':>19} | {'conf':>5} | {'class KID':>9} | s/img\n"
+         f"{r0['feature_extractor']};\nreal-vs-real floor at N = {r0['n']}: FID {r0['floor_fid']:.2f}, KID {r0['floor_kid']:.2f} (x1e3), coverage {r0['floor_coverage']:.3f}\n")
+    s += f"{'w':>4} {'guidance':>13} | {'FID':>6} {'KID':>6} | {'acc':>6} {'worst class':>19} | {'conf':>5} | {'coverage':>8} | s/img\n"
     for r in rows:
         iv = 'all levels' if r['interval'] is None else f"σ∈({r['interval'][0]:g},{r['interval'][1]:g}]"
         s += (f"{r['w']:4g} {iv:>13} | {r['fid']:6.2f} {r['kid']:6.2f} | {r['acc']:6.1%} {r['worst_class'][:11]:>11} {r['acc_worst']:6.1%} "
-              f"| {r['confidence']:.3f} | {r['class_kid']:9.2f} | {r['s_per_image']:.2f}\n")
+              f"| {r['confidence']:.3f} | {r['coverage']:8.3f} | {r['s_per_image']:.2f}\n")
     return s
 
 def plot_sweep(rows: list, ax=None, title: str = None):
