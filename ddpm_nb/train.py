@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, TensorDataset
 from tqdm import tqdm
 
+from .core import atomic_save
 from .forward import Schedule, q_sample
 from .param import diffusion_loss, loss_weight, training_target
 
@@ -244,17 +245,8 @@ CKPT_FORMAT, CKPT_VERSION = 'ddpm_nb.train.checkpoint', 1
 CKPT_KEYS = ('step', 'model', 'ema', 'optimizer', 'scaler', 'rng', 'config', 'history')
 
 def save_checkpoint(obj: dict, path) -> Path:
-    "Write `obj` with torch.save atomically: a temporary file in the same folder, fsync, then os.replace."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
+    "Write `obj` with torch.save atomically (`ddpm_nb.core.atomic_save`: temporary file, fsync, os.replace)."
+    return atomic_save(obj, path)
 
 def load_checkpoint(path, map_location='cpu') -> dict:
     "Load and validate a training checkpoint with torch.load(weights_only=True); bad files raise a clear ValueError."
