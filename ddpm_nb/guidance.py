@@ -9,7 +9,7 @@ __all__ = ['check_weight', 'cfg_eps', 'cfg_eps_source', 'book_weight', 'class_lo
            'class_coverage', 'evaluate_guided', 'guidance_sweep', 'format_sweep', 'plot_sweep', 'class_grid',
            'show_class_grids']
 
-# %% ../nbs/12_guidance.ipynb #2f32db1e
+# %% ../nbs/12_guidance.ipynb #88dab5d1
 import hashlib
 import math
 import time
@@ -24,7 +24,8 @@ from .forward import Schedule
 from .score import GaussianMixture, _check_batch, _mixture_logits, _per_sample_ab, eps_star
 from .sample import sample
 from .data import CLASSES, cache_dir, load_fashion_mnist
-from .metrics import evaluate_samples, features, load_classifier, mmd2_unbiased
+from .metrics import class_stats, features, fid, fmnist_features, kid, load_classifier
+from .fmnist import real_floor
 
 # %% ../nbs/12_guidance.ipynb #9caa65a3
 def check_weight(w,                  # guidance weight
@@ -208,7 +209,7 @@ def noise_sigma(sched: Schedule, t: Tensor) -> Tensor:
     ab = sched.alpha_bar.to(device=t.device, dtype=torch.float64)[t]
     return ((1 - ab) / ab).sqrt()
 
-# %% ../nbs/12_guidance.ipynb #6fb6634a
+# %% ../nbs/12_guidance.ipynb #f4a1fd6a
 class IntervalGuided(nn.Module):
     r"Classifier-free guidance with weight $w$ only where $\sigma_{lo} < \sigma_t \le \sigma_{hi}$; the conditional prediction ($w = 1$) elsewhere."
     def __init__(self, den,                 # a class-conditional `Denoiser`
@@ -222,7 +223,7 @@ class IntervalGuided(nn.Module):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"{nm} must be a number >= 0 (a noise level sigma = sqrt((1 - alpha_bar) / alpha_bar)), got {v!r}.")
         if not sigma_lo < sigma_hi: raise ValueError(f"sigma_lo must be < sigma_hi, got ({sigma_lo}, {sigma_hi}].")
-        self.sigma_lo, self.sigma_hi = float(sigma_lo), float(sigma_hi)
+        self.sigma_lo, self.sigma_hi, self.sched = float(sigma_lo), float(sigma_hi), den.sched
 
     def inside(self, t: Tensor) -> Tensor:
         "Which timestep indices t (B,) get guidance."
@@ -251,7 +252,7 @@ def guided(den,                 # a class-conditional `Denoiser`
     if interval is None: return den.guided(y if len(y) > 1 else int(y[0]), w)
     return IntervalGuided(den, y, w, *interval)
 
-# %% ../nbs/12_guidance.ipynb #c0b328a1
+# %% ../nbs/12_guidance.ipynb #2e4808fc
 def weights_key(model: nn.Module) -> str:
     "12 hex digits of the SHA-256 of a model's parameters and buffers: names a model's cached samples."
     h = hashlib.sha256()
@@ -281,10 +282,11 @@ def guided_images(pt,                   # a class-conditional `Pretrained` (chap
     path = cache_dir() / 'guidance' / f'{weights_key(den)}_{sampler}{steps}_w{w:g}_{iv}_n{n}_s{seed}.pt'
     if cache and path.is_file(): return torch.load(path, weights_only=True)
     y, S, xs, t0 = balanced_labels(n, den.null_label), pt.run.image_size, [], time.perf_counter()
+    spacing = pt.run.spacing if sampler == pt.run.sampler else None     # as `Pretrained.sample` chooses it
     for i in range(0, n, batch):
         yb = y[i:i + batch]
-        x = sample(guided(den, yb, w, interval), (len(yb), 1, S, S), sampler=sampler, steps=steps, seed=seed, index0=i,
-                   progress=progress)
+        x = sample(guided(den, yb, w, interval), (len(yb), 1, S, S), sampler=sampler, steps=steps, spacing=spacing,
+                   seed=seed, index0=i, progress=progress)
         xs.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
     out = dict(images=torch.cat(xs), labels=y, seconds=time.perf_counter() - t0, w=w, interval=interval, n=n,
                sampler=sampler, steps=steps, seed=seed, threads=torch.get_num_threads())
@@ -293,14 +295,14 @@ def guided_images(pt,                   # a class-conditional `Pretrained` (chap
         tmp = path.with_name(f'.{path.name}.tmp'); torch.save(out, tmp); tmp.replace(path)
     return out
 
-# %% ../nbs/12_guidance.ipynb #fa50cdb7
+# %% ../nbs/12_guidance.ipynb #65fced15
 _REAL = {}
 def _real_features(classifier):
-    "Test-set features and labels, computed once per classifier (keyed by its weights)."
+    "Features and labels of the 10 000 test images, computed once per classifier (keyed by its weights)."
     key = weights_key(classifier)
     if key not in _REAL:
-        u8, lab = load_fashion_mnist('test')
-        _REAL[key] = (features(u8, classifier), torch.as_tensor(lab).long())
+        _, lab = load_fashion_mnist('test')
+        _REAL[key] = (fmnist_features('test', classifier=classifier), torch.as_tensor(lab).long())
     return _REAL[key]
 
 def class_coverage(f: Tensor, labels: Tensor,        # features (N, D) of generated images and their labels
@@ -321,13 +323,13 @@ def evaluate_guided(images,              # generated images (N, 1, H, W), uint8 
                     classifier=None,     # default: the shipped one
                     seed: int = 0,
                    ) -> dict:
-    "Chapter 9's FID/KID (x1e3, with floor), accuracy against the intended labels, per-class accuracy and coverage (with floor)."
+    "Chapter 10's FID and KID (x1e3) against the test set with its floor, plus accuracy to the intended labels and per-class coverage (with floor)."
     clf = classifier if classifier is not None else load_classifier()
-    r = evaluate_samples(images, 'test', clf, seed=seed)
     f, logits = features(images, clf, logits=True)
     labels = torch.as_tensor(labels).long()
     hit = (logits.argmax(1) == labels).double()
     ref, ref_lab = _real_features(clf)
+    fl = real_floor(len(f), seed, clf)                                 # chapter 10's floor: n training images vs the test set
     K = logits.shape[1]
     acc_k = [hit[labels == c].mean().item() for c in range(K)]
     u8, lab = load_fashion_mnist('train')                              # coverage floor: real images, same labels
@@ -336,10 +338,10 @@ def evaluate_guided(images,              # generated images (N, 1, H, W), uint8 
     pick = torch.cat([torch.nonzero(lab == c)[:, 0][torch.randperm(int((lab == c).sum()), generator=g)[:int((labels == c).sum())]]
                       for c in range(K)])
     cov, cov_floor = class_coverage(f, labels, ref, ref_lab), class_coverage(features(u8[pick], clf), lab[pick], ref, ref_lab)
-    return dict(fid=r['fid'], kid=r['kid'] * 1e3, floor_fid=r['floor_fid'], floor_kid=r['floor_kid'] * 1e3, n=len(labels),
+    return dict(fid=fid(f, ref), kid=kid(f, ref)[0] * 1e3, floor_fid=fl['fid'], floor_kid=fl['kid'], n=len(labels),
                 acc=hit.mean().item(), acc_per_class=acc_k, worst_class=CLASSES[int(np.argmin(acc_k))], acc_worst=min(acc_k),
-                confidence=r['mean_confidence'], coverage=float(np.mean(cov)), coverage_per_class=cov,
-                floor_coverage=float(np.mean(cov_floor)), feature_extractor=r['feature_extractor'])
+                confidence=class_stats(logits)['mean_confidence'], coverage=float(np.mean(cov)), coverage_per_class=cov,
+                floor_coverage=float(np.mean(cov_floor)), feature_extractor=clf.describe())
 
 # %% ../nbs/12_guidance.ipynb #7755b0e3
 def guidance_sweep(pt,                                   # a class-conditional `Pretrained`
