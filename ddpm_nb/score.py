@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['score_from_eps', 'eps_from_score', 'tweedie_x0', 'GaussianMixture', 'toy_mixture', 'noisy_score', 'eps_star',
-           'posterior_x0', 'loss_floor', 'ancestral_sample', 'eps_star_fn', 'sliced_wasserstein']
+           'posterior_x0', 'loss_floor', 'ancestral_sample', 'eps_star_fn', 'sliced_wasserstein', 'dsm_target',
+           'dsm_loss', 'langevin_step', 'respace', 'pc_sample']
 
 # %% ../nbs/04_score.ipynb #8d04a579
 import math
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .forward import Schedule, _as_coef, _check_broadcast
@@ -115,7 +117,8 @@ class GaussianMixture:
     def __repr__(self): return f"GaussianMixture(K={self.K}, D={self.D}, dtype={self.means.dtype})"
 
 # %% ../nbs/04_score.ipynb #6ad9251c
-def _gm_sample(self, n: int, generator=None, return_labels: bool = False):
+@patch
+def sample(self: GaussianMixture, n: int, generator=None, return_labels: bool = False):
     "Draw `n` points (n, D) from the mixture (and their component labels (n,) if `return_labels`)."
     if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise ValueError(f"n must be a positive integer, got {n!r}.")
     k = torch.multinomial(self.weights, n, replacement=True, generator=generator)        # (n,)
@@ -123,13 +126,15 @@ def _gm_sample(self, n: int, generator=None, return_labels: bool = False):
     x = self.means[k] + self.stds[k, None] * z
     return (x, k) if return_labels else x
 
-def _gm_log_prob(self, x: Tensor) -> Tensor:
+@patch
+def log_prob(self: GaussianMixture, x: Tensor) -> Tensor:
     r"$\log p(x) = \operatorname{logsumexp}_k \ell_k(x)$ for points `x` of shape (..., D); returns shape (...)."
     x = _check_points(x, self.D, 'x')
     w, mu, s = self._params(x)
     return _mixture_logits(x.reshape(-1, self.D), w.log(), mu, 1.0, s ** 2).logsumexp(-1).reshape(x.shape[:-1])
 
-def _gm_score(self, x: Tensor) -> Tensor:
+@patch
+def score(self: GaussianMixture, x: Tensor) -> Tensor:
     r"$\nabla \log p(x) = -\sum_k r_k(x)\,(x-\mu_k)/\sigma_k^2$ for points `x` of shape (..., D)."
     x = _check_points(x, self.D, 'x')
     w, mu, s = self._params(x)
@@ -137,15 +142,13 @@ def _gm_score(self, x: Tensor) -> Tensor:
     logits = _mixture_logits(xb, w.log(), mu, 1.0, s ** 2)              # softmax of these = responsibilities
     return _mixture_score(xb, logits, mu, 1.0, s ** 2).reshape(x.shape)
 
-def _gm_noisy(self, alpha_bar) -> GaussianMixture:
+@patch
+def noisy(self: GaussianMixture, alpha_bar) -> GaussianMixture:
     r"The noisy marginal $q_t$: weights $w_k$, means $\sqrt{\bar\alpha}\,\mu_k$, variances $\bar\alpha\sigma_k^2 + 1 - \bar\alpha$."
     a = _coef(alpha_bar, self.stds, 'alpha_bar')
     if a.numel() != 1: raise ValueError(f"alpha_bar must be a single number in noisy(), got shape {tuple(a.shape)}.")
     a = a.reshape(())
     return GaussianMixture(self.weights, a.sqrt() * self.means, (a * self.stds ** 2 + 1 - a).sqrt())
-
-GaussianMixture.sample, GaussianMixture.log_prob = _gm_sample, _gm_log_prob
-GaussianMixture.score, GaussianMixture.noisy = _gm_score, _gm_noisy
 
 # %% ../nbs/04_score.ipynb #c5e759d9
 def toy_mixture(dtype=torch.float64, device=None) -> GaussianMixture:
@@ -269,3 +272,74 @@ def sliced_wasserstein(a: Tensor,          # point cloud (N, D)
     theta = theta / theta.norm(dim=0, keepdim=True)                       # (D, n_proj) unit directions
     pa, pb = (a @ theta).sort(0).values, (b.to(a) @ theta).sort(0).values  # sorted projections (N, n_proj)
     return ((pa - pb) ** 2).mean().sqrt()
+
+# %% ../nbs/04_score.ipynb #cde9b574
+def dsm_target(x_t: Tensor,   # noisy data $x_t$
+               x0: Tensor,    # the clean data it was made from, same shape
+               alpha_bar,     # $\bar\alpha_t \in [0, 1)$: float or tensor broadcastable against `x_t`
+              ) -> Tensor:    # $\nabla_{x_t}\log q(x_t \mid x_0)$
+    r"The denoising score-matching target $\nabla_{x_t}\log q(x_t \mid x_0) = -(x_t - \sqrt{\bar\alpha_t}\,x_0)/(1-\bar\alpha_t)$."
+    x_t, x0 = torch.as_tensor(x_t), torch.as_tensor(x0)
+    if x0.shape != x_t.shape: raise ValueError(f"x0 has shape {tuple(x0.shape)} but x_t has shape {tuple(x_t.shape)}; they must match.")
+    a = _coef(alpha_bar, x_t, 'alpha_bar')
+    if (a >= 1).any(): raise ValueError("alpha_bar must be < 1 in dsm_target (without noise the kernel has no score).")
+    return -(x_t - a.sqrt() * x0) / (1 - a)
+
+def dsm_loss(score: Tensor,   # a model's score $s_\theta(x_t)$, shape (B, ...)
+             x_t: Tensor,     # noisy data, same shape
+             x0: Tensor,      # the clean data, same shape
+             alpha_bar,       # $\bar\alpha_t$, as in `dsm_target`
+            ) -> Tensor:      # (B,) per-sample loss, averaged over the other dimensions
+    r"Per-sample denoising score matching $\|s_\theta(x_t) - \nabla_{x_t}\log q(x_t \mid x_0)\|^2 / D$."
+    target = dsm_target(x_t, x0, alpha_bar)
+    score = torch.as_tensor(score)
+    if score.shape != target.shape: raise ValueError(f"score has shape {tuple(score.shape)}; it must match x_t {tuple(target.shape)}.")
+    return (score - target).pow(2).reshape(len(target), -1).mean(1)
+
+# %% ../nbs/04_score.ipynb #c5b114a8
+def langevin_step(x: Tensor,      # current points
+                  score: Tensor,  # $\nabla\log p(x)$ at `x`, same shape
+                  step,           # step size $\eta > 0$: a float or a tensor broadcastable against `x`
+                  noise: Tensor,  # $z \sim \mathcal N(0, I)$, same shape as `x`
+                 ) -> Tensor:     # $x + \eta\,\nabla\log p(x) + \sqrt{2\eta}\,z$
+    r"One step of (unadjusted) Langevin dynamics, $x + \eta\,\nabla\log p(x) + \sqrt{2\eta}\,z$."
+    step = torch.as_tensor(step, dtype=x.dtype, device=x.device)
+    if not torch.isfinite(step).all() or (step <= 0).any(): raise ValueError("step must be positive and finite.")
+    if score.shape != x.shape or noise.shape != x.shape:
+        raise ValueError(f"score {tuple(score.shape)} and noise {tuple(noise.shape)} must have the shape of x {tuple(x.shape)}.")
+    return x + step * score + (2 * step).sqrt() * noise
+
+# %% ../nbs/04_score.ipynb #dd5217da
+def respace(sched: Schedule,  # the original schedule
+            n: int,           # number of steps to keep, 2 <= n <= T
+           ) -> Schedule:     # an n-step schedule with the same $\bar\alpha$ at n evenly spaced indices
+    r"A sub-sampled schedule: $\bar\alpha$ kept at `n` evenly spaced steps, $\beta_k = 1 - \bar\alpha_k/\bar\alpha_{k-1}$."
+    if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= sched.T:
+        raise ValueError(f"n must be an integer in [2, T = {sched.T}], got {n!r}.")
+    idx = torch.linspace(0, sched.T - 1, n, dtype=torch.float64).round().long()
+    ab = sched.alpha_bar.double()[idx]
+    return Schedule(1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), name=f'{sched.name}, {n} of {sched.T} steps')
+
+@torch.no_grad()
+def pc_sample(eps_fn,                 # noise predictor: eps_fn(x_t, t) -> eps, t a LongTensor (B,)
+              sched: Schedule,        # the schedule of the predictor steps
+              shape: tuple,           # batch shape (B, ...)
+              generator=None,         # `torch.Generator` for all the noise
+              n_correct: int = 1,     # Langevin corrector steps per noise level (0: plain DDPM)
+              snr: float = 0.16,      # the corrector's signal-to-noise ratio $r$
+              dtype=torch.float32,    # dtype of the samples
+             ) -> Tensor:
+    r"Predictor-corrector sampling: at each $t$, `n_correct` Langevin steps on $q_t$, then one DDPM step to $t-1$."
+    if not isinstance(n_correct, int) or n_correct < 0: raise ValueError(f"n_correct must be an integer >= 0, got {n_correct!r}.")
+    if not snr > 0: raise ValueError(f"snr must be > 0, got {snr!r}.")
+    x = torch.randn(shape, generator=generator, dtype=dtype)
+    for i in range(sched.T - 1, -1, -1):
+        t = torch.full((shape[0],), i, dtype=torch.long)
+        ab = sched.gather('alpha_bar', t, x)
+        for _ in range(n_correct):                                          # corrector: Langevin on q_t
+            s = score_from_eps(eps_fn(x, t), ab)
+            z = torch.randn(shape, generator=generator, dtype=dtype)
+            ratio = z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean()
+            x = langevin_step(x, s, 2 * sched.alpha[i].item() * (snr * ratio) ** 2, z)
+        x = p_step(sched, eps_fn(x, t), x, t, torch.randn(shape, generator=generator, dtype=dtype))   # predictor
+    return x
