@@ -560,7 +560,7 @@ def plot_eval(rows: list, key: str = 'fid_ratio', ax=None, label=None):
     ax.grid(alpha=.3, which='both'); ax.legend(fontsize=7)
     return ax
 
-# %% ../nbs/10_fmnist.ipynb #5c19c1c3
+# %% ../nbs/10_fmnist.ipynb #6ba503fc
 EVAL_SAMPLERS = ('ddim', 'dpm++2m', 'unipc', 'ipndm')      # the samplers of the FID table (each on its default spacing)
 EVAL_STEPS = (10, 20)
 
