@@ -25,7 +25,6 @@ from typing import Optional
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from fastcore.basics import patch
 from torch import Tensor, nn
 
 from .core import atomic_save, atomic_write_bytes, atomic_write_text
@@ -149,7 +148,7 @@ def make_trainer(run: FMNISTRun, root=None, callbacks=(), **overrides) -> Traine
     tr.meta.update(run=run.to_dict(), dataset='fashion_mnist')
     return tr
 
-# %% ../nbs/10_fmnist.ipynb #9e918a04
+# %% ../nbs/10_fmnist.ipynb #4d5418e2
 @dataclass
 class Pretrained:
     "A trained model ready to sample: its `Denoiser` (EMA network in eval mode, schedule, parameterisation, clipping), its run and facts."
@@ -180,7 +179,60 @@ class Pretrained:
         for k, v in self.model.state_dict().items(): h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:12]
 
-# %% ../nbs/10_fmnist.ipynb #4eb186d3
+    def save_pretrained(self, path, **meta) -> Path:
+        "Write this model as a folder: see the function `save_pretrained`."
+        return save_pretrained(self, path, **meta)
+
+    @classmethod
+    def from_pretrained(cls, path, device='cpu') -> 'Pretrained':
+        "Load a model folder written by `save_pretrained` (or any file `load_pretrained` reads)."
+        return load_pretrained(path, device)
+
+    def labels_for(self, n: int, labels=None, index0: int = 0) -> Optional[Tensor]:
+        "Class labels (n,) of images index0..index0+n-1: None gives i mod 10, an int one class, a sequence its labels; None if unconditional."
+        K = self.run.unet.num_classes
+        if not K:
+            if labels is not None: raise ValueError(f"labels={labels!r} given, but this model is unconditional (run.unet.num_classes is None).")
+            return None
+        if labels is None: y = torch.arange(index0, index0 + n) % K
+        elif isinstance(labels, str): raise ValueError(f"labels must be None, 'null', a class in 0..{K - 1} or a sequence of them, got {labels!r}.")
+        elif isinstance(labels, int) and not isinstance(labels, bool): y = torch.full((n,), labels)
+        else:
+            y = torch.as_tensor(labels)
+            if y.shape != (n,) or y.is_floating_point(): raise ValueError(f"labels must be {n} integer class labels, got {tuple(y.shape)} {y.dtype}.")
+        if y.min() < 0 or y.max() >= K: raise ValueError(f"labels must lie in 0..{K - 1} (labels='null' for the null label), got {y.min().item()}..{y.max().item()}.")
+        return y.long().to(self.device)
+
+    def sample(self,
+               n: int = 16,               # number of images
+               labels=None,               # conditional model: None (image i gets class i mod 10), 'null', a class, or n labels
+               guidance: float = None,    # guidance scale w (None: the run's); 0 unconditional, 1 conditional, > 1 guided
+               sampler: str = None,       # None: the run's default
+               steps: int = None,         # None: the run's default
+               spacing: str = None,       # None: the run's (for its sampler), else the sampler's default
+               seed: int = 0,             # image i's noise depends only on (seed, index0 + i)
+               index0: int = 0,           # index of the first image (to extend a set)
+               progress: bool = False,
+               return_traj: bool = False,  # also return the trajectory dict(t, x, x0_hat)
+               x_T: Tensor = None) -> Tensor:   # start from this noise instead
+        "Draw `n` images (n, 1, H, W) in [-1, 1] with the run's measured sampling defaults."
+        if not _is_int(n): raise ValueError(f"n must be an integer >= 1, got {n!r}.")
+        r = self.run
+        if spacing is None and sampler in (None, r.sampler): spacing = r.spacing
+        sampler, steps = sampler or r.sampler, steps or r.steps
+        null = labels == 'null' if isinstance(labels, str) else False
+        if null and not r.unet.num_classes: raise ValueError("labels='null' needs a class-conditional model; this one is unconditional.")
+        y = None if null else self.labels_for(n, labels, index0)          # the null label: the Denoiser's default for no labels
+        w = r.guidance if guidance is None else guidance
+        if not r.unet.num_classes and guidance not in (None, 1, 1.0): raise ValueError("guidance needs a class-conditional model; this one is unconditional.")
+        S = r.image_size
+        with torch.no_grad():
+            out = sample(self.denoiser, (n, 1, S, S), sampler=sampler, steps=steps, spacing=spacing, seed=seed, index0=index0,
+                         progress=progress, return_traj=return_traj, x_T=x_T, labels=y, guidance=w)
+        if return_traj: return out[0].clamp(-1, 1), out[1]
+        return out.clamp(-1, 1)
+
+# %% ../nbs/10_fmnist.ipynb #da551336
 PRETRAINED_FORMAT, PRETRAINED_VERSION = 'ddpm_nb.pretrained', 2        # version 1: one .pt file; 2: a safetensors folder
 WEIGHTS_NAME, CONFIG_NAME, CARD_NAME = 'model.safetensors', 'config.json', 'README.md'
 
@@ -240,7 +292,7 @@ def _pretrained_parts(src, use_ema: bool = True) -> tuple:
     if 'train_seconds' in ck['meta']: meta['minutes'] = round(ck['meta']['train_seconds'] / 60, 1)
     return ck['ema' if use_ema else 'model'], ck['meta']['run'], meta
 
-# %% ../nbs/10_fmnist.ipynb #8da25693
+# %% ../nbs/10_fmnist.ipynb #748e03d1
 def model_card(run: FMNISTRun, meta: dict, n_params: int) -> str:
     "The README.md of a saved model: what it is, the data, the recipe, the training, how it was measured, how to load it."
     t, u = run.train, run.unet
@@ -300,12 +352,7 @@ def export_pretrained(ckpt, path, **kwargs) -> Path:
     "The earlier name of `save_pretrained` (it now writes a folder)."
     return save_pretrained(ckpt, path, **kwargs)
 
-@patch
-def save_pretrained(self: Pretrained, path, **meta) -> Path:
-    "Write this model as a folder (see the function `save_pretrained`)."
-    return save_pretrained(self, path, **meta)
-
-# %% ../nbs/10_fmnist.ipynb #324d6fa0
+# %% ../nbs/10_fmnist.ipynb #5aece851
 def default_model_path() -> Path:
     "Where the package keeps its shipped Fashion-MNIST model (a `save_pretrained` folder)."
     return Path(str(importlib.resources.files('ddpm_nb') / 'assets' / 'fmnist_unet'))
@@ -376,63 +423,7 @@ def load_pretrained(path_or_dir=None,  # a `save_pretrained` folder (or its mode
     if missing: raise ValueError(f"{path} is a ddpm_nb model file with missing entries {missing}: it is damaged; re-export it.")
     return _build_pretrained(ck['run'], ck['weights'], ck['meta'], device, path)
 
-@patch(cls_method=True)
-def from_pretrained(cls: Pretrained, path, device='cpu') -> Pretrained:
-    "Load a model folder written by `save_pretrained` (or any file `load_pretrained` reads)."
-    return load_pretrained(path, device)
-
-# %% ../nbs/10_fmnist.ipynb #4b8e85da
-def _label_tag(labels) -> str:
-    "The labels setting as it appears in a cache key and in a table."
-    return 'balanced' if labels is None else str(labels) if isinstance(labels, (str, int)) else 'custom'
-
-@patch
-def labels_for(self: Pretrained, n: int, labels=None, index0: int = 0) -> Optional[Tensor]:
-    "Class labels (n,) of images index0..index0+n-1: None gives i mod 10, an int one class, a sequence its labels; None if unconditional."
-    K = self.run.unet.num_classes
-    if not K:
-        if labels is not None: raise ValueError(f"labels={labels!r} given, but this model is unconditional (run.unet.num_classes is None).")
-        return None
-    if labels is None: y = torch.arange(index0, index0 + n) % K
-    elif isinstance(labels, str): raise ValueError(f"labels must be None, 'null', a class in 0..{K - 1} or a sequence of them, got {labels!r}.")
-    elif isinstance(labels, int) and not isinstance(labels, bool): y = torch.full((n,), labels)
-    else:
-        y = torch.as_tensor(labels)
-        if y.shape != (n,) or y.is_floating_point(): raise ValueError(f"labels must be {n} integer class labels, got {tuple(y.shape)} {y.dtype}.")
-    if y.min() < 0 or y.max() >= K: raise ValueError(f"labels must lie in 0..{K - 1} (labels='null' for the null label), got {y.min().item()}..{y.max().item()}.")
-    return y.long().to(self.device)
-
-@patch
-def sample(self: Pretrained,
-           n: int = 16,               # number of images
-           labels=None,               # conditional model: None (image i gets class i mod 10), 'null', a class, or n labels
-           guidance: float = None,    # guidance scale w (None: the run's); 0 unconditional, 1 conditional, > 1 guided
-           sampler: str = None,       # None: the run's default
-           steps: int = None,         # None: the run's default
-           spacing: str = None,       # None: the run's (for its sampler), else the sampler's default
-           seed: int = 0,             # image i's noise depends only on (seed, index0 + i)
-           index0: int = 0,           # index of the first image (to extend a set)
-           progress: bool = False,
-           return_traj: bool = False,  # also return the trajectory dict(t, x, x0_hat)
-           x_T: Tensor = None) -> Tensor:   # start from this noise instead
-    "Draw `n` images (n, 1, H, W) in [-1, 1] with the run's measured sampling defaults."
-    if not _is_int(n): raise ValueError(f"n must be an integer >= 1, got {n!r}.")
-    r = self.run
-    if spacing is None and sampler in (None, r.sampler): spacing = r.spacing
-    sampler, steps = sampler or r.sampler, steps or r.steps
-    null = labels == 'null' if isinstance(labels, str) else False
-    if null and not r.unet.num_classes: raise ValueError("labels='null' needs a class-conditional model; this one is unconditional.")
-    y = None if null else self.labels_for(n, labels, index0)          # the null label: the Denoiser's default for no labels
-    w = r.guidance if guidance is None else guidance
-    if not r.unet.num_classes and guidance not in (None, 1, 1.0): raise ValueError("guidance needs a class-conditional model; this one is unconditional.")
-    S = r.image_size
-    with torch.no_grad():
-        out = sample(self.denoiser, (n, 1, S, S), sampler=sampler, steps=steps, spacing=spacing, seed=seed, index0=index0,
-                     progress=progress, return_traj=return_traj, x_T=x_T, labels=y, guidance=w)
-    if return_traj: return out[0].clamp(-1, 1), out[1]
-    return out.clamp(-1, 1)
-
-# %% ../nbs/10_fmnist.ipynb #372d3106
+# %% ../nbs/10_fmnist.ipynb #c25a1e0e
 _MEMO = {}      # the classifier, its features of the 10 000 test images and the floors, computed once per session
 
 def _classifier(classifier=None):
@@ -453,7 +444,11 @@ def real_floor(n: int, seed: int = 0, classifier=None) -> dict:
         _MEMO['floor', id(clf), n, seed] = dict(fid=fid(fr, ref), kid=kid(fr, ref)[0] * 1e3)
     return _MEMO['floor', id(clf), n, seed]
 
-# %% ../nbs/10_fmnist.ipynb #d2b6059c
+# %% ../nbs/10_fmnist.ipynb #31d76cb2
+def _label_tag(labels) -> str:
+    "The labels setting as it appears in a cache key and in a table."
+    return 'balanced' if labels is None else str(labels) if isinstance(labels, (str, int)) else 'custom'
+
 def sample_settings(pt: Pretrained, sampler: str = None, steps: int = None, spacing: str = None, labels=None,
                     guidance: float = None) -> dict:
     "The settings `pt.sample` will use, the run's defaults filled in: the key of a cached sample set and the label of a table row."
@@ -492,7 +487,7 @@ def cached_samples(pt: Pretrained, n: int = 2000, seed: int = 0, cache=True, bat
     return dict(images=imgs[:n], sec_per_image=secs / max(len(imgs), 1), threads=got['threads'] if got else torch.get_num_threads(),
                 n=n, seed=seed, **s)
 
-# %% ../nbs/10_fmnist.ipynb #4bfd6af5
+# %% ../nbs/10_fmnist.ipynb #c56076c7
 def evaluate_model(pt: Pretrained,
                    sampler: str = None,        # None: the run's default
                    steps: int = None,          # None: the run's default
@@ -522,7 +517,7 @@ def evaluate_model(pt: Pretrained,
                 confident=(logits.softmax(1).amax(1) > 0.9).float().mean().item(), sec_per_image=smp['sec_per_image'],
                 threads=smp['threads'], features=clf.describe(), reference='the 10 000 Fashion-MNIST test images')
 
-# %% ../nbs/10_fmnist.ipynb #05f07a3b
+# %% ../nbs/10_fmnist.ipynb #743d13ef
 def eval_table(rows: list, name: str = None, extra: dict = None) -> str:
     "A Markdown table of `evaluate_model` rows, which must share one N, with the real-versus-real floor of that N (`name`: a leading column; `extra`: {key: header} columns)."
     if not rows: raise ValueError("rows is empty: evaluate at least one setting.")

@@ -20,47 +20,15 @@ What it does, within a wall-clock budget (`--minutes`, default 5.5; the run ends
   4. writes `OUT/results.json` (every figure: throughput, timings, rows, headline) and `OUT/figures/*.png`
      (samples by class, loss curve, FID / floor against steps).
 
-It needs torch, torchvision, safetensors, matplotlib and numpy (no nbdev, no network). fastcore, which the package
-uses for `@patch`, is replaced by a small stand-in when it is not installed. Fashion-MNIST comes from
+It needs torch, torchvision, safetensors, matplotlib and numpy (no nbdev or fastcore, no network). Fashion-MNIST comes from
 --data_root, $DDPM_NB_DATA or the Debian package (see ddpm_nb.data.find_fashion_mnist).
 """
-import argparse, builtins, copy, dataclasses, functools, json, math, os, platform, sys, time, types
+import argparse, copy, dataclasses, json, math, os, platform, sys, time
 from pathlib import Path
 
 T_START = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _fastcore_standin():
-    "If fastcore is missing (the GPU machine has no nbdev), install the two decorators the package uses from it."
-    try:
-        import fastcore.basics  # noqa: F401
-        return False
-    except ImportError:
-        pass
-
-    def patch_to(cls, as_prop=False, cls_method=False, glb=None):
-        glb = glb if glb is not None else sys._getframe(1).f_globals
-        def inner(f):
-            nf = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-            nf.__kwdefaults__, nf.__doc__, nf.__annotations__ = f.__kwdefaults__, f.__doc__, dict(f.__annotations__)
-            for c in (cls if isinstance(cls, tuple) else (cls,)):
-                nf.__qualname__ = f"{c.__name__}.{f.__name__}"
-                setattr(c, f.__name__, classmethod(nf) if cls_method else property(nf) if as_prop else nf)
-            return glb.get(f.__name__, builtins.__dict__.get(f.__name__))
-        return inner
-
-    def patch(f=None, *, as_prop=False, cls_method=False):
-        if f is None: return functools.partial(patch, as_prop=as_prop, cls_method=cls_method)
-        ann = dict(f.__annotations__)
-        cls = ann.pop('cls') if cls_method else next(iter(ann.values()))
-        return patch_to(cls, as_prop, cls_method, glb=sys._getframe(1).f_globals)(f)
-
-    pkg, basics = types.ModuleType('fastcore'), types.ModuleType('fastcore.basics')
-    basics.patch, basics.patch_to, pkg.basics, pkg.__path__ = patch, patch_to, basics, []
-    sys.modules['fastcore'], sys.modules['fastcore.basics'] = pkg, basics
-    return True
 
 
 def parse(argv=None):
@@ -85,7 +53,6 @@ def parse(argv=None):
 def main(argv=None):
     a = parse(argv)
     out = Path(a.out); (out / 'figures').mkdir(parents=True, exist_ok=True)
-    standin = _fastcore_standin()
     if a.data_root: os.environ['DDPM_NB_DATA'] = str(Path(a.data_root).resolve())   # the evaluation's test images too
     import torch
     import matplotlib; matplotlib.use('Agg')
@@ -114,7 +81,7 @@ def main(argv=None):
     n_eval = 130 if a.smoke else a.n
     budget_s = a.minutes * 60 if not a.smoke else 1e9        # the smoke test checks the code path, not the clock
     info = dict(device=torch.cuda.get_device_name(device) if cuda else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
-                torch=torch.__version__, python=platform.python_version(), smoke=a.smoke, fastcore_standin=standin,
+                torch=torch.__version__, python=platform.python_version(), smoke=a.smoke,
                 amp=str(amp).replace('torch.', ''), compile=not a.no_compile, channels_last=True, data_on_device=True,
                 budget_minutes=a.minutes)
     print(f"# gpu_run: {info['device']} | torch {torch.__version__} | {'smoke' if a.smoke else 'full'} | budget {a.minutes} min", flush=True)
