@@ -115,8 +115,9 @@ def test_shipped_model_samples_offline(tmp_path):
     p = logits.softmax(1)
     conf, classes = p.max(1).values.mean().item(), p.argmax(1).unique().numel()
     _, noise_logits = features(torch.rand(40, 1, 28, 28) * 2 - 1, logits=True)
-    assert conf > 0.7 and classes >= 5, (conf, classes)                        # measured: about 0.9 and 8-10 classes
-    assert noise_logits.softmax(1).max(1).values.mean().item() < conf          # and the check tells noise apart
+    noise_classes = noise_logits.argmax(1).unique().numel()
+    assert conf > 0.7 and classes >= 7, (conf, classes)                        # measured: 0.84 and 10 of 10 classes (32 images)
+    assert noise_classes <= 4, noise_classes                                    # the check tells noise apart (2 classes)
     r = run('ddpm_nb_sample', '--steps', 2, '--n', 4, '--out', tmp_path / 'g.png', '--device', 'cpu', '--no_progress')
     assert r.returncode == 0 and (tmp_path / 'g.png').read_bytes()[:4] == b'\x89PNG', r.stderr[-2000:]
 
@@ -274,12 +275,14 @@ def test_12_7_resume_refuses_conflicting_options(trained, tmp_path):
     out, _ = trained
     shutil.copytree(out / 'run', tmp_path / 'run')
     before = (tmp_path / 'run' / 'checkpoint.pt').read_bytes()
-    for args, needle in ((('--lr', 0.5), '--lr 0.5 (the run has'), (('--batch_size', 3), '--batch_size 3'),
-                         (('--ema_decay', 0.5), '--ema_decay'), (('--seed', 7), '--seed 7'), (('--conditional',), 'conditional')):
+    for args, needle in ((('--batch_size', 3), '--batch_size 3 (the run has'), (('--seed', 7), '--seed 7'), (('--pred', 'eps'), '--pred'),
+                         (('--T', 500), '--T 500'), (('--conditional',), 'conditional'), (('--batch_size', 3, '--seed', 7), '--seed 7')):
         _one_line_error(run('ddpm_nb_train', *TINY, '--out_dir', tmp_path / 'run', '--resume', *args), needle)
     assert (tmp_path / 'run' / 'checkpoint.pt').read_bytes() == before                 # untouched
-    r = run('ddpm_nb_train', *TINY, '--out_dir', tmp_path / 'run', '--resume', '--steps', 7, '--ckpt_every', 3)
-    assert r.returncode == 0 and 'with --steps 7' in r.stdout and '--ckpt_every 3' in r.stdout, (r.stdout, r.stderr[-2000:])
+    r = run('ddpm_nb_train', *TINY, '--out_dir', tmp_path / 'run', '--resume', '--steps', 7, '--ckpt_every', 3, '--lr', 5e-4)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'with --steps 7' in r.stdout and '--ckpt_every 3' in r.stdout and '--lr 0.0005 (the run has 0.001)' in r.stdout, r.stdout
+    assert torch.load(tmp_path / 'run' / 'checkpoint.pt', weights_only=True)['config']['lr'] == 5e-4       # and applied
 
 
 def test_12_8_unsafe_pickle_is_refused_in_plain_words(tmp_path):
