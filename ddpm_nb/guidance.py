@@ -343,7 +343,7 @@ def evaluate_guided(images,              # generated images (N, 1, H, W), uint8 
                 confidence=class_stats(logits)['mean_confidence'], coverage=float(np.mean(cov)), coverage_per_class=cov,
                 floor_coverage=float(np.mean(cov_floor)), feature_extractor=clf.describe())
 
-# %% ../nbs/12_guidance.ipynb #7755b0e3
+# %% ../nbs/12_guidance.ipynb #153c32a7
 def guidance_sweep(pt,                                   # a class-conditional `Pretrained`
                    ws=(0.0, 1.0, 1.5, 2.0, 3.0, 5.0),    # guidance weights
                    n: int = 500,                         # samples per weight
@@ -364,11 +364,11 @@ def format_sweep(rows: list) -> str:
     r0 = rows[0]
     s = (f"N = {r0['n']} per row (labels balanced), {r0['sampler']} {r0['steps']} steps; FID/KID against the test set on the "
          f"{r0['feature_extractor']};\nreal-vs-real floor at N = {r0['n']}: FID {r0['floor_fid']:.2f}, KID {r0['floor_kid']:.2f} (x1e3), coverage {r0['floor_coverage']:.3f}\n")
-    s += f"{'w':>4} {'guidance':>13} | {'FID':>6} {'KID':>6} | {'acc':>6} {'worst class':>19} | {'conf':>5} | {'coverage':>8} | s/img\n"
+    s += f"{'w':>4} {'guidance':>13} | {'FID':>6} {'KID':>7} | {'accuracy':>8} {'worst class':>18} | {'conf.':>5} | {'coverage':>8} | s/image\n"
     for r in rows:
         iv = 'all levels' if r['interval'] is None else f"σ∈({r['interval'][0]:g},{r['interval'][1]:g}]"
-        s += (f"{r['w']:4g} {iv:>13} | {r['fid']:6.2f} {r['kid']:6.2f} | {r['acc']:6.1%} {r['worst_class'][:11]:>11} {r['acc_worst']:6.1%} "
-              f"| {r['confidence']:.3f} | {r['coverage']:8.3f} | {r['s_per_image']:.2f}\n")
+        s += (f"{r['w']:4g} {iv:>13} | {r['fid']:6.2f} {r['kid']:7.2f} | {r['acc']:8.1%} {r['worst_class'][:11]:>11} {r['acc_worst']:6.1%} "
+              f"| {r['confidence']:.3f} | {r['coverage']:8.3f} | {r['s_per_image']:7.2f}\n")
     return s
 
 def plot_sweep(rows: list, ax=None, title: str = None):
