@@ -52,7 +52,7 @@ def training_loss(model: nn.Module,         # $f_\theta$, called as model(x_t, t
     t = torch.randint(0, sched.T, (B,), device=dev, generator=generator)  # 0-based: every index sampling visits
     eps = torch.randn(x0.shape, device=dev, dtype=x0.dtype, generator=generator)
     alpha_bar = sched.gather('alpha_bar', t, x0)                           # (B, 1, ..., 1)
-    x_t = q_sample(x0, alpha_bar, eps)                                     # sqrt(ab) x0 + sqrt(1-ab) eps
+    x_t = q_sample(x0, alpha_bar, eps, check_finite=False)                                     # sqrt(ab) x0 + sqrt(1-ab) eps
     extra = () if y is None else (_drop_labels(y, label_dropout, null_label, generator),)
     with autocast_ctx(dev, amp_dtype):
         out = model(x_t, t, *extra)
