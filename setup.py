@@ -50,7 +50,7 @@ setuptools.setup(
     ] + [f'Programming Language :: Python :: {v}' for v in py_versions[py_versions.index(min_python):]],
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
-    package_data={cfg['lib_path']: ['assets/*']},
+    package_data={cfg['lib_path']: ['assets/*', 'assets/*/*']},
     install_requires=_reqs('requirements'),
     extras_require={'dev': _reqs('dev_requirements')},
     python_requires='>=' + min_python,

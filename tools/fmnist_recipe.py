@@ -1,7 +1,7 @@
 """Train one Fashion-MNIST recipe on the CPU (one thread) with checkpoints and --resume, then export its EMA weights.
 
     python tools/fmnist_recipe.py --name v_cos_minsnr --pred v --minutes 6 --out_dir runs/recipes
-    python tools/fmnist_recipe.py --name ship --pred v --conditional --steps 5000 --out_dir runs/long --resume
+    python tools/fmnist_recipe.py --name ship --pred v --conditional --steps 4000 --out_dir runs/long --resume
 """
 import argparse, dataclasses, json, os, sys, time
 from pathlib import Path
@@ -29,7 +29,8 @@ os.environ.setdefault('OMP_NUM_THREADS', str(a.threads))
 import torch
 torch.set_num_threads(a.threads)
 from ddpm_nb.unet import UNET_PRESETS
-from ddpm_nb.fmnist import FMNISTRun, make_trainer, export_pretrained
+from ddpm_nb.train import TrainConfig
+from ddpm_nb.fmnist import FMNISTRun, make_trainer, save_pretrained
 
 out = Path(a.out_dir) / a.name
 out.mkdir(parents=True, exist_ok=True)
@@ -37,15 +38,16 @@ unet = UNET_PRESETS[a.preset]
 if a.conditional: unet = dataclasses.replace(unet, num_classes=10)
 steps = a.steps
 if steps is None:                                   # time 30 steps of this recipe, then size the run to the budget
-    probe = FMNISTRun(unet, schedule=a.schedule, steps=10**6, batch_size=a.batch_size, lr=a.lr, warmup_steps=200,
-                      ema_decay=a.ema_decay, pred=a.pred, weighting=a.weighting, label_dropout=a.label_dropout)
+    probe = FMNISTRun(unet, TrainConfig(steps=10**6, batch_size=a.batch_size, lr=a.lr, warmup_steps=200, ema_decay=a.ema_decay,
+                                        pred=a.pred, weighting=a.weighting, label_dropout=a.label_dropout if a.conditional else 0.0),
+                      schedule=a.schedule)
     tr = make_trainer(probe, device='cpu', progress=False, seed=a.seed)
     tr.fit(5); t0 = time.perf_counter(); tr.fit(30); dt = (time.perf_counter() - t0) / 30
     steps = int(a.minutes * 60 / dt)
     print(f"{dt:.3f} s/step -> {steps} steps in {a.minutes} min", flush=True)
-run = FMNISTRun(unet, schedule=a.schedule, steps=steps, batch_size=a.batch_size, lr=a.lr,
-                warmup_steps=min(200, steps // 10), ema_decay=a.ema_decay, pred=a.pred, weighting=a.weighting,
-                label_dropout=a.label_dropout)
+run = FMNISTRun(unet, TrainConfig(steps=steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=min(200, steps // 10),
+                                  ema_decay=a.ema_decay, pred=a.pred, weighting=a.weighting,
+                                  label_dropout=a.label_dropout if a.conditional else 0.0), schedule=a.schedule)
 tr = make_trainer(run, device='cpu', out_dir=str(out), ckpt_every=a.ckpt_every, progress=False, seed=a.seed)
 ck = out / 'checkpoint.pt'
 t_prev = 0.0
@@ -61,6 +63,6 @@ while tr.step < steps:
     print(f"step {tr.step}/{steps} loss {sum(tr.history['loss'][-50:]) / 50:.4f} "
           f"{tr.meta['train_seconds'] / 60:.1f} min", flush=True)
 mins = tr.meta.get('train_seconds', 0.0) / 60
-export_pretrained(ck, out / 'model.pt', device='cpu (1 thread)', minutes=round(mins, 1))
+save_pretrained(ck, out / 'model', device='cpu (1 thread)', minutes=round(mins, 1))
 json.dump(dict(name=a.name, steps=steps, minutes=mins, recipe=vars(a)), open(out / 'done.json', 'w'), indent=1)
-print('done', out / 'model.pt', flush=True)
+print('done', out / 'model', flush=True)
