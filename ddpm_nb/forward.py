@@ -15,7 +15,7 @@ import operator
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from fastcore.basics import patch
+from .core import patch
 from PIL import Image
 from torch import Tensor
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor
-from fastcore.basics import patch
+from .core import patch
 from tqdm.auto import tqdm
 
 from .forward import Schedule, _as_coef, _check_broadcast
