@@ -562,7 +562,7 @@ def plot_eval(rows: list, key: str = 'fid_ratio', ax=None, label=None):
 
 # %% ../nbs/10_fmnist.ipynb #6ba503fc
 EVAL_SAMPLERS = ('ddim', 'dpm++2m', 'ipndm')      # the samplers of the FID table (each on its default spacing)
-EVAL_STEPS = (10, 20)
+EVAL_STEPS = (20,)
 
 def evaluate_grid(pt: Pretrained, n: int = 2000, seed: int = 0, samplers=EVAL_SAMPLERS, steps=EVAL_STEPS, **kwargs) -> list:
     "`evaluate_model` for every sampler x step count, all at one `n` and `seed` (`kwargs`: labels, guidance, cache, progress)."
