@@ -7,6 +7,7 @@ __all__ = ['atomic_save', 'atomic_write_bytes', 'atomic_write_text', 'pid_alive'
            'patch', 'check_finite']
 
 # %% ../nbs/00_core.ipynb #b988c77b
+import builtins
 import errno
 import inspect
 import math
@@ -148,7 +149,9 @@ def patch(f):
     for c in classes:
         f.__qualname__ = f"{c.__name__}.{f.__name__}"
         setattr(c, f.__name__, f)
-    return f
+    # like fastcore, leave the module's own binding of the name alone (a function `q_sample` and a method
+    # `Schedule.q_sample` can live side by side): return what the name meant before the decorator ran
+    return sys._getframe(1).f_globals.get(f.__name__, getattr(builtins, f.__name__, None))
 
 # %% ../nbs/00_core.ipynb #d386626c
 def check_finite(name: str, value):
