@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SPACINGS', 'IPNDM_COEFS', 'SAMPLERS', 'DEFAULT_SPACING', 'SOLVERS', 'dynamic_threshold', 'Denoiser', 'Guided',
-           'lambda_of', 'timesteps', 'sampling_grid', 'respace', 'ddpm', 'ddim_sigma', 'ddim_step', 'ddim', 'psi_coefs',
+           'lambda_of', 'timesteps', 'sampling_grid', 'ddpm', 'ddim_sigma', 'ddim_step', 'ddim', 'psi_coefs',
            'solve_rho', 'dpmpp_step', 'dpmpp', 'unipc_correct', 'unipc', 'ipndm', 'ImageNoise', 'sample', 'CFGModel',
            'cfg_model']
 
@@ -208,15 +208,8 @@ def sampling_grid(sched: Schedule,  # the noise schedule
     return torch.cat([timesteps(sched, steps, spacing), torch.tensor([-1])])
 
 # %% ../nbs/07_sample.ipynb #158a7b48
-def respace(sched: Schedule,  # the full schedule
-            ts: Tensor,       # the visited 0-based indices, any order, no repeats
-           ) -> Schedule:     # the schedule of the sub-chain, with T' = len(ts)
-    r"The schedule of the forward chain seen only at indices `ts`: $\beta'_k = 1 - \bar\alpha_{\tau_k}/\bar\alpha_{\tau_{k-1}}$."
-    ts = torch.as_tensor(ts).sort().values
-    if len(ts) < 1 or (ts.diff() == 0).any() or ts[0] < 0 or ts[-1] >= sched.T:
-        raise ValueError(f"ts must hold distinct indices in [0, {sched.T}), got {ts.tolist()[:8]}...")
-    ab = sched.to('cpu', torch.float64).alpha_bar[ts]
-    return Schedule(1 - ab / torch.cat([ab.new_ones(1), ab[:-1]]), name=f'{sched.name}[{len(ts)} of {sched.T}]')
+from .score import respace      # chapter 4's: the schedule of the sub-chain at the visited indices `ts`
+
 
 # %% ../nbs/07_sample.ipynb #1166afbd
 def ddpm(den,                  # den(x_t, t) -> (x0_hat, eps_hat), with den.sched

@@ -311,14 +311,19 @@ def langevin_step(x: Tensor,      # current points
 
 # %% ../nbs/04_score.ipynb #dd5217da
 def respace(sched: Schedule,  # the original schedule
-            n: int,           # number of steps to keep, 2 <= n <= T
-           ) -> Schedule:     # an n-step schedule with the same $\bar\alpha$ at n evenly spaced indices
-    r"A sub-sampled schedule: $\bar\alpha$ kept at `n` evenly spaced steps, $\beta_k = 1 - \bar\alpha_k/\bar\alpha_{k-1}$."
-    if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= sched.T:
-        raise ValueError(f"n must be an integer in [2, T = {sched.T}], got {n!r}.")
-    idx = torch.linspace(0, sched.T - 1, n, dtype=torch.float64).round().long()
-    ab = sched.alpha_bar.double()[idx]
-    return Schedule(1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]), name=f'{sched.name}, {n} of {sched.T} steps')
+            steps,            # an int n (2 <= n <= T: n evenly spaced indices) or the 0-based indices to keep, no repeats
+           ) -> Schedule:     # the schedule of the sub-chain: the same $\bar\alpha$ at the kept indices
+    r"A sub-sampled schedule: $\bar\alpha$ kept at the chosen indices $\tau_k$, $\beta'_k = 1 - \bar\alpha_{\tau_k}/\bar\alpha_{\tau_{k-1}}$."
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        if not 2 <= steps <= sched.T: raise ValueError(f"n must be an integer in [2, T = {sched.T}], got {steps!r}.")
+        ts, name = torch.linspace(0, sched.T - 1, int(steps), dtype=torch.float64).round().long(), f'{sched.name}, {steps} of {sched.T} steps'
+    else:
+        ts = torch.as_tensor(steps).sort().values
+        if ts.is_floating_point() or ts.ndim != 1 or len(ts) < 1 or (ts.diff() == 0).any() or ts[0] < 0 or ts[-1] >= sched.T:
+            raise ValueError(f"ts must hold distinct integer indices in [0, {sched.T}), got {ts.reshape(-1).tolist()[:8]}...")
+        name = f'{sched.name}[{len(ts)} of {sched.T}]'
+    ab = sched.to('cpu', torch.float64).alpha_bar[ts]
+    return Schedule(1 - ab / torch.cat([ab.new_ones(1), ab[:-1]]), name=name)
 
 @torch.no_grad()
 def pc_sample(eps_fn,                 # noise predictor: eps_fn(x_t, t) -> eps, t a LongTensor (B,)

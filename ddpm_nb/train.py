@@ -78,16 +78,22 @@ def autocast_ctx(device: torch.device, dtype: torch.dtype = None):
 # %% ../nbs/06_train.ipynb #c9c4122b
 def lr_factor(step: int,              # 0-based optimiser step
               warmup_steps: int,      # W: length of the linear warm-up
-              total_steps: int,       # S: length of the whole run (used by 'cosine')
-              schedule: str = 'constant',  # after warm-up: 'constant' or 'cosine'
-              min_ratio: float = 0.1,      # r: the cosine ends at r times the peak
+              total_steps: int,       # S: length of the whole run (used by 'cosine' and 'wsd')
+              schedule: str = 'constant',  # after warm-up: 'constant', 'cosine' or 'wsd'
+              min_ratio: float = 0.1,      # r: the decay ends at r times the peak
+              decay_frac: float = 0.2,     # f: 'wsd' decays over the last ceil(f * S) steps
              ) -> float:
-    "Multiplier of the peak learning rate at `step`: linear warm-up, then constant or cosine decay."
+    "Multiplier of the peak learning rate at `step`: linear warm-up, then constant, cosine decay, or constant then a late cosine decay."
     if step < warmup_steps: return (step + 1) / warmup_steps
     if schedule == 'constant': return 1.0
-    if schedule != 'cosine': raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}.")
-    rho = min(1.0, (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * rho))
+    if schedule == 'cosine': rho = (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps)
+    elif schedule == 'wsd':
+        start = total_steps - math.ceil(decay_frac * total_steps)
+        if step < start: return 1.0
+        rho = (step - start) / max(1, total_steps - 1 - start)
+    else: raise ValueError(f"schedule must be 'constant', 'cosine' or 'wsd', got {schedule!r}.")
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, rho)))
+
 
 # %% ../nbs/06_train.ipynb #02fc89f6
 def ema_decay_at(n: int, decay: float, warmup: bool = True) -> float:
@@ -135,8 +141,9 @@ class TrainConfig:
     lr: float = 2e-4               # peak learning rate, reached after the warm-up
     weight_decay: float = 0.0      # AdamW's decoupled weight decay, applied to matrices/kernels only
     warmup_steps: int = 500        # linear learning-rate warm-up from lr/warmup_steps to lr
-    lr_schedule: str = 'constant'  # after warm-up: 'constant' or 'cosine' (down to min_lr_ratio * lr at the last step)
-    min_lr_ratio: float = 0.1      # end of the cosine decay, as a fraction of lr
+    lr_schedule: str = 'constant'  # after warm-up: 'constant', 'cosine' (down to min_lr_ratio * lr at the last step) or 'wsd'
+    min_lr_ratio: float = 0.1      # end of the cosine or wsd decay, as a fraction of lr
+    decay_frac: float = 0.2        # 'wsd': the lr is constant, then decays over this final fraction of the steps
     grad_clip: float = 1.0         # clip the global gradient norm to this (0 or None: no clipping)
     ema_decay: float = 0.999       # EMA decay d; the average looks back about 1/(1-d) steps
     ema_warmup: bool = True        # use min(d, (1+n)/(10+n)) for the n-th EMA update
@@ -156,20 +163,21 @@ class TrainConfig:
 
     def __post_init__(self):
         choices = dict(pred=('eps', 'x0', 'v'), weighting=('simple', 'min_snr'), amp=AMP_MODES,
-                       lr_schedule=('constant', 'cosine'))
+                       lr_schedule=('constant', 'cosine', 'wsd'))
         for k, allowed in choices.items():
             if getattr(self, k) not in allowed: raise ValueError(f"{k} must be one of {allowed}, got {getattr(self, k)!r}.")
         for k in ('steps', 'batch_size', 'log_every'):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1: raise ValueError(f"{k} must be an integer >= 1, got {getattr(self, k)!r}.")
         for k in ('warmup_steps', 'ckpt_every', 'sample_every'):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 0: raise ValueError(f"{k} must be an integer >= 0, got {getattr(self, k)!r}.")
-        for k in ('lr', 'weight_decay', 'min_lr_ratio', 'grad_clip', 'ema_decay', 'gamma', 'label_dropout'):
+        for k in ('lr', 'weight_decay', 'min_lr_ratio', 'decay_frac', 'grad_clip', 'ema_decay', 'gamma', 'label_dropout'):
             check_finite(k, getattr(self, k))                  # inf and nan pass comparisons such as lr > 0
         if not 0 <= self.label_dropout < 1: raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}.")
         if not 0 <= self.ema_decay < 1: raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}.")
         if not self.lr > 0: raise ValueError(f"lr must be > 0, got {self.lr}.")
         if not self.weight_decay >= 0: raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}.")
+        if not 0 < self.decay_frac <= 1: raise ValueError(f"decay_frac must lie in (0, 1], got {self.decay_frac}.")
         if self.grad_clip is not None and not self.grad_clip >= 0: raise ValueError(f"grad_clip must be >= 0 or None, got {self.grad_clip}.")
         if not self.gamma > 0: raise ValueError(f"gamma must be > 0, got {self.gamma}.")
         if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
@@ -368,7 +376,7 @@ def train_step(self: Trainer):
     x0, y = (batch, None) if isinstance(batch, Tensor) else (batch[0], batch[1] if len(batch) > 1 else None)
     x0 = x0.to(self.device, non_blocking=True)
     y = y.to(self.device, non_blocking=True) if y is not None else None
-    lr = cfg.lr * lr_factor(self.step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule, cfg.min_lr_ratio)
+    lr = cfg.lr * lr_factor(self.step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule, cfg.min_lr_ratio, cfg.decay_frac)
     for group in self.opt.param_groups: group['lr'] = lr
     self.net.train()
     loss = training_loss(self.net, self.sched, x0, y, pred=cfg.pred, weighting=cfg.weighting, gamma=cfg.gamma,

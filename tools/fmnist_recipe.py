@@ -2,6 +2,7 @@
 
     python tools/fmnist_recipe.py --name v_cos_minsnr --pred v --minutes 6 --out_dir runs/recipes
     python tools/fmnist_recipe.py --name ship --pred v --conditional --steps 4000 --out_dir runs/long --resume
+    python tools/fmnist_recipe.py --name ship --pred v --conditional --steps 7000 --lr_schedule wsd --decay_frac 0.4 --out_dir runs/long --resume
 """
 import argparse, dataclasses, json, os, sys, time
 from pathlib import Path
@@ -12,6 +13,9 @@ p.add_argument('--pred', default='v', choices=['eps', 'x0', 'v'])
 p.add_argument('--schedule', default='cosine')
 p.add_argument('--weighting', default='min_snr', choices=['simple', 'min_snr'])
 p.add_argument('--lr', type=float, default=1e-3)
+p.add_argument('--lr_schedule', default='constant', choices=['constant', 'cosine', 'wsd'])
+p.add_argument('--decay_frac', type=float, default=0.2, help="'wsd': decay over this final fraction of the steps")
+p.add_argument('--min_lr_ratio', type=float, default=0.1)
 p.add_argument('--batch_size', type=int, default=64)
 p.add_argument('--steps', type=int, default=None, help='total steps (the lr schedule spans them)')
 p.add_argument('--minutes', type=float, default=None, help='wall-clock budget: steps estimated from a timed warm-up')
@@ -46,6 +50,7 @@ if steps is None:                                   # time 30 steps of this reci
     steps = int(a.minutes * 60 / dt)
     print(f"{dt:.3f} s/step -> {steps} steps in {a.minutes} min", flush=True)
 run = FMNISTRun(unet, TrainConfig(steps=steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=min(200, steps // 10),
+                                  lr_schedule=a.lr_schedule, min_lr_ratio=a.min_lr_ratio, decay_frac=a.decay_frac,
                                   ema_decay=a.ema_decay, pred=a.pred, weighting=a.weighting,
                                   label_dropout=a.label_dropout if a.conditional else 0.0), schedule=a.schedule)
 tr = make_trainer(run, device='cpu', out_dir=str(out), ckpt_every=a.ckpt_every, progress=False, seed=a.seed)
