@@ -37,6 +37,8 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 1)))
     p.add_argument('--batch', type=int, default=250)
     p.add_argument('--json', default=None, help='also write the rows to this file')
+    p.add_argument('--extra', default='all', choices=['all', 'seed', 'none'],
+                   help="after the first rows: the best row's second seed and the null-label row (all), the second seed only, or neither")
     a = p.parse_args(argv)
     import torch
     torch.set_num_threads(a.threads)
@@ -74,18 +76,21 @@ def main(argv=None):
     rows = [evaluate_model(pt, s, steps[0], **kw) for s in samplers]           # the default-step rows first
     for r in rows: log(r)
     best = best_setting(rows)
-    again = evaluate_model(pt, best['sampler'], best['steps'], best['spacing'], seed=1, **kw); log(again, '(second seed)')
-    extra = [again]
-    if pt.run.unet.num_classes:
+    extra = []
+    if a.extra != 'none':
+        again = evaluate_model(pt, best['sampler'], best['steps'], best['spacing'], seed=1, **kw); log(again, '(second seed)')
+        extra.append(again)
+    if pt.run.unet.num_classes and a.extra == 'all':
         null = evaluate_model(pt, best['sampler'], best['steps'], best['spacing'], labels='null', **kw); log(null, '(null label)')
         extra.append(null)
     for k in steps[1:]:
         for s in samplers: rows.append(evaluate_model(pt, s, k, **kw)); log(rows[-1])
     print(eval_table(rows + extra))
-    fids = [best['fid'], again['fid']]
-    spread = abs(fids[0] - fids[1]) / 2
-    print(f"\nbest {best['steps']}-step setting: {best['sampler']}, {best['spacing']} spacing: FID {sum(fids) / 2:.2f} ± {spread:.2f} "
-          f"(seeds 0, 1) = {sum(fids) / 2 / best['floor_fid']:.2f}x the floor {best['floor_fid']:.2f} at N = {a.n}; "
+    fids = [best['fid']] + [r['fid'] for r in extra[:1] if a.extra != 'none']
+    spread = abs(fids[0] - fids[-1]) / 2
+    m = sum(fids) / len(fids)
+    print(f"\nbest {best['steps']}-step setting: {best['sampler']}, {best['spacing']} spacing: FID {m:.2f} ± {spread:.2f} "
+          f"(seeds {', '.join(map(str, range(len(fids))))}) = {m / best['floor_fid']:.2f}x the floor {best['floor_fid']:.2f} at N = {a.n}; "
           f"{best['classes']} classes, {best['confident']:.0%} confidently classified")
     print(f"model defaults now: {pt.run.sampler}, {pt.run.steps} steps, spacing {pt.run.spacing}")
     if a.write_defaults:
