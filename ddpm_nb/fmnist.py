@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['FMNIST_RUNS', 'PRETRAINED_FORMAT', 'PRETRAINED_VERSION', 'WEIGHTS_NAME', 'CONFIG_NAME', 'CARD_NAME', 'EVAL_SAMPLERS',
-           'EVAL_STEPS', 'FMNISTRun', 'fmnist_batches', 'make_trainer', 'Pretrained', 'model_card', 'save_pretrained',
-           'export_pretrained', 'default_model_path', 'load_pretrained', 'real_floor', 'sample_settings',
-           'cached_samples', 'evaluate_model', 'eval_table', 'plot_eval', 'evaluate_grid', 'best_setting']
+           'EVAL_STEPS', 'EVAL_GUIDANCE', 'FMNISTRun', 'fmnist_batches', 'make_trainer', 'Pretrained', 'model_card',
+           'save_pretrained', 'export_pretrained', 'default_model_path', 'load_pretrained', 'real_floor',
+           'sample_settings', 'cached_samples', 'evaluate_model', 'eval_table', 'plot_eval', 'evaluate_grid',
+           'best_setting']
 
 # %% ../nbs/10_fmnist.ipynb #d6266927
 import dataclasses
@@ -121,9 +122,9 @@ FMNIST_RUNS = {
     'tiny': FMNISTRun(UNET_PRESETS['tiny'], TrainConfig(steps=40, batch_size=32, lr=1e-3, warmup_steps=10, ema_decay=0.9,
                                                         pred='v', weighting='min_snr'), steps=10),
     'cpu': FMNISTRun(_conditional(UNET_PRESETS['small']),
-                     TrainConfig(steps=7000, batch_size=64, lr=1e-3, warmup_steps=200, lr_schedule='wsd', decay_frac=0.4,
+                     TrainConfig(steps=10000, batch_size=64, lr=1e-3, warmup_steps=200, lr_schedule='wsd', decay_frac=0.4,
                                  ema_decay=0.998, pred='v', weighting='min_snr', label_dropout=0.2),
-                     sampler='ipndm', spacing='quadratic'),      # the sampling default measured best on the shipped model
+                     sampler='unipc', spacing='quadratic', guidance=1),   # the sampling defaults measured best on the shipped model
     'gpu': FMNISTRun(_conditional(UNET_PRESETS['base']),
                      TrainConfig(steps=8000, batch_size=512, lr=5e-4, warmup_steps=400, lr_schedule='cosine', ema_decay=0.9995,
                                  pred='v', weighting='min_snr', label_dropout=0.2)),
@@ -171,7 +172,7 @@ class Pretrained:
         cond = f", conditional on {r.unet.num_classes} classes" if r.unet.num_classes else ""
         return (f"Pretrained({count_params(self.model):,} parameters{cond}, {r.schedule} schedule T={r.T}, pred={r.train.pred}, "
                 f"{m.get('step')} steps on {m.get('device', '?')} in {m.get('minutes', '?')} min; "
-                f"samples with {r.sampler}, {r.steps} steps)")
+                f"samples with {r.sampler}, {r.steps} steps" + (f", guidance w = {r.guidance:g}" if r.unet.num_classes and r.guidance != 1 else '') + ")")
 
     def fingerprint(self) -> str:
         "12 hex digits of a SHA-256 over the weights and the settings that define the model (not the sampling defaults)."
@@ -303,6 +304,20 @@ def _lr_words(t: TrainConfig) -> str:
         return w + f"constant to step {t.steps - d}, then a cosine decay to {t.min_lr_ratio:g}x over the last {d} steps"
     return w + "constant"
 
+def _fid_mean(ev: dict) -> float:
+    "The headline FID of an evaluation: the mean over its seeds where there are several."
+    seeds = ev.get('fid_seeds') or [ev['fid']]
+    return sum(seeds) / len(seeds)
+
+def _fid_words(ev: dict) -> str:
+    "The FID of an evaluation with its spread, for a model card: mean ± half-range over seeds, or the one seed it has."
+    seeds = ev.get('fid_seeds') or [ev['fid']]
+    if len(seeds) > 1:
+        half = (max(seeds) - min(seeds)) / 2
+        return f"FID {_fid_mean(ev):.2f} ± {half:.2f} (mean and half-range of {len(seeds)} seeds: {', '.join(f'{f:.2f}' for f in seeds)})"
+    if ev.get('fid_spread') is not None: return f"FID {ev['fid']:.2f} (seed 0; a second seed differs by {2 * ev['fid_spread']:.2f})"
+    return f"FID {ev['fid']:.2f} (one seed)"
+
 def model_card(run: FMNISTRun, meta: dict, n_params: int) -> str:
     "The README.md of a saved model: what it is, the data, the recipe, the training, how it was measured, how to load it."
     t, u = run.train, run.unet
@@ -327,9 +342,10 @@ def model_card(run: FMNISTRun, meta: dict, n_params: int) -> str:
     ev = meta.get('eval')
     lines += ["## Evaluation", ""]
     if ev:
-        lines += [f"FID {ev['fid']:.2f} against a real-versus-real floor of {ev['floor_fid']:.2f} at the same N = {ev['n']} "
-                  f"({ev['fid_ratio']:.1f}x the floor), KID {ev['kid']:.2f} x 1e-3, {ev['confident']:.0%} of samples classified "
-                  f"with confidence > 0.9, {ev['classes']} of 10 classes present; {ev['sampler']}, {ev['steps']} steps. "
+        lines += [f"{_fid_words(ev)} against a real-versus-real floor of {ev['floor_fid']:.2f} at the same N = {ev['n']} "
+                  f"({_fid_mean(ev) / ev['floor_fid']:.1f}x the floor), KID {ev['kid']:.2f} x 1e-3, {ev['confident']:.0%} of samples classified "
+                  f"with confidence > 0.9, {ev['classes']} of 10 classes present; {ev['sampler']}, {ev['steps']} steps"
+                  + (f", guidance w = {ev['guidance']:g}" if ev.get('guidance') not in (None, 1) else '') + ". "
                   f"Features: {ev.get('features', '?')}; reference: the 10 000 test images.", ""]
     else: lines += ["Not measured yet: see `evaluate_model` in chapter 10.", ""]
     lines += ["## Use", "", "```python", "from ddpm_nb.fmnist import load_pretrained",
@@ -533,21 +549,23 @@ def eval_table(rows: list, name: str = None, extra: dict = None) -> str:
     if not rows: raise ValueError("rows is empty: evaluate at least one setting.")
     ns = sorted({r['n'] for r in rows})
     if len(ns) > 1: raise ValueError(f"rows have sample counts {ns}: FID and KID depend on N, so one table holds one N; make one per N.")
-    cond = any(r['labels'] is not None for r in rows)
+    cond, seeds = any(r['labels'] is not None for r in rows), sorted({r['seed'] for r in rows})
     head = ([name] if name else []) + ['sampler', 'spacing', 'steps'] + (['labels', 'w'] if cond else []) + \
+           (['seed'] if len(seeds) > 1 else []) + \
            ['FID', 'FID / floor', 'KID ×10³', 'classes', 'conf. > 0.9', 'mean conf.', 's / image'] + list((extra or {}).values())
     nx = len(extra or {})
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(':--' if i < len(head) - 7 - nx else '--:' for i in range(len(head))) + '|']
     for r in rows:
         cells = ([str(r[name])] if name else []) + [r['sampler'], r['spacing'], str(r['steps'])]
         if cond: cells += [r['labels'] or '—', '—' if r['guidance'] is None else f"{r['guidance']:g}"]
+        if len(seeds) > 1: cells.append(str(r['seed']))
         cells += [f"{r['fid']:.2f}", f"{r['fid_ratio']:.2f}", f"{r['kid']:.2f}", str(r['classes']), f"{r['confident']:.0%}",
                   f"{r['mean_confidence']:.3f}", f"{r['sec_per_image']:.3f}"] + [f"{r[k]:.3g}" if r[k] == r[k] else '—' for k in (extra or {})]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    for seed in sorted({r['seed'] for r in rows}):
+    for seed in seeds:
         fl = next(r for r in rows if r['seed'] == seed)
         blank = [''] * (len(head) - 7 - nx - 1)
-        lines.append('| ' + ' | '.join([f"*{ns[0]} real training images (floor{', seed %d' % seed if len({r['seed'] for r in rows}) > 1 else ''})*"]
+        lines.append('| ' + ' | '.join([f"*{ns[0]} real training images (floor{', seed %d' % seed if len(seeds) > 1 else ''})*"]
                                        + blank + [f"{fl['floor_fid']:.2f}", '1.00', f"{fl['floor_kid']:.2f}", '', '', '', ''] + [''] * nx) + ' |')
     return '\n'.join(lines) + (f"\n\nN = {ns[0]} samples per row, against {rows[0]['reference']}; features: {rows[0]['features']}. "
                                "KID in units of 10⁻³; s / image on the machine that sampled.")
@@ -583,3 +601,6 @@ def best_setting(rows: list, steps: int = None) -> dict:
     rs = [r for r in rows if steps is None or r['steps'] == steps]
     if not rs: raise ValueError(f"no row has steps={steps}.")
     return min(rs, key=lambda r: r['fid'])
+
+# %% ../nbs/10_fmnist.ipynb #9da7922c
+EVAL_GUIDANCE = (1.5,)      # guidance scales tried on the best unguided 20-step sampler (chapter 12: FID climbs beyond 1.5)

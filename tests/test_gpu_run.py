@@ -62,7 +62,9 @@ def test_smoke_model_loads(smoke):
     from ddpm_nb.fmnist import load_pretrained
     pt = load_pretrained(out / 'model')
     res = json.loads((out / 'results.json').read_text())
-    assert (pt.run.sampler, pt.run.steps) == (res['headline']['sampler'], res['headline']['steps'])   # defaults = measured best
+    h = res['headline']
+    assert (pt.run.sampler, pt.run.steps, pt.run.guidance) == (h['sampler'], h['steps'], h['guidance'])   # defaults = measured best
+    assert {r['guidance'] for r in res['rows'] if r['labels'] == 'balanced'} >= {1.0, 1.5}           # guidance was measured
     assert pt.meta['eval']['fid'] == pytest.approx(min(r['fid'] for r in res['rows'] if r['steps'] == pt.run.steps
                                                        and r['seed'] == 0 and r['labels'] == 'balanced'))
     assert 'FID' in (out / 'model' / 'README.md').read_text()

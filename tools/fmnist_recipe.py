@@ -1,8 +1,9 @@
-"""Train one Fashion-MNIST recipe on the CPU (one thread) with checkpoints and --resume, then export its EMA weights.
+"""Train one Fashion-MNIST recipe on the CPU (one thread unless --threads) with checkpoints and --resume, then export its EMA weights.
 
     python tools/fmnist_recipe.py --name v_cos_minsnr --pred v --minutes 6 --out_dir runs/recipes
     python tools/fmnist_recipe.py --name ship --pred v --conditional --steps 4000 --out_dir runs/long --resume
     python tools/fmnist_recipe.py --name ship --pred v --conditional --steps 7000 --lr_schedule wsd --decay_frac 0.4 --out_dir runs/long --resume
+    python tools/fmnist_recipe.py --name ship --pred v --conditional --label_dropout 0.2 --steps 10000 --lr_schedule wsd --decay_frac 0.4 --out_dir runs/long --resume --threads 2
 """
 import argparse, dataclasses, json, os, sys, time
 from pathlib import Path
@@ -68,6 +69,6 @@ while tr.step < steps:
     print(f"step {tr.step}/{steps} loss {sum(tr.history['loss'][-50:]) / 50:.4f} "
           f"{tr.meta['train_seconds'] / 60:.1f} min", flush=True)
 mins = tr.meta.get('train_seconds', 0.0) / 60
-save_pretrained(ck, out / 'model', device='cpu (1 thread)', minutes=round(mins, 1))
+save_pretrained(ck, out / 'model', device=f"cpu ({a.threads} thread{'s' if a.threads > 1 else ''})", minutes=round(mins, 1))
 json.dump(dict(name=a.name, steps=steps, minutes=mins, recipe=vars(a)), open(out / 'done.json', 'w'), indent=1)
 print('done', out / 'model', flush=True)

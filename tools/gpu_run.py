@@ -15,8 +15,10 @@ What it does, within a wall-clock budget (`--minutes`, default 5.5; the run ends
      and the training state (`OUT/train_state.pt`: weights, EMA, optimiser, step, loss history);
   3. evaluates it with chapter 10's protocol (`evaluate_model`): DDIM, DPM-Solver++(2M), UniPC and iPNDM at
      10 and 20 steps, N = 10 000 samples each (balanced classes), FID and KID against the 10 000 test images on
-     chapter 9's classifier features beside the real-versus-real floor at the same N, a second seed for the
-     best row, and the null-label (unconditional) row; the run's sampling defaults are set to the best 20-step row;
+     chapter 9's classifier features beside the real-versus-real floor at the same N; the best 20-step sampler
+     again with classifier-free guidance at each scale of `EVAL_GUIDANCE`; a second seed for the best 20-step row
+     (guided or not) and the null-label (unconditional) row; the run's sampling defaults (sampler, spacing, steps,
+     guidance) are set to the best 20-step row;
   4. writes `OUT/results.json` (every figure: throughput, timings, rows, headline) and `OUT/figures/*.png`
      (samples by class, loss curve, FID / floor against steps).
 
@@ -61,7 +63,7 @@ def main(argv=None):
     from ddpm_nb.unet import UNET_PRESETS, UNet, count_params
     from ddpm_nb.train import TrainConfig, ema_decay_at, lr_factor, resolve_device, training_loss
     from ddpm_nb.data import load_fashion_mnist
-    from ddpm_nb.fmnist import (FMNIST_RUNS, _conditional, best_setting, eval_table, evaluate_model, load_pretrained,
+    from ddpm_nb.fmnist import (EVAL_GUIDANCE, FMNIST_RUNS, _conditional, best_setting, eval_table, evaluate_model, load_pretrained,
                                 save_pretrained)
 
     device = resolve_device(a.device)
@@ -192,20 +194,24 @@ def main(argv=None):
         return r
 
     with torch.autocast(device.type, dtype=amp, enabled=cuda):
-        rows = [r for r in (row(s, steps_list[0]) for s in samplers) if r]          # the default-step rows first
-        best = best_setting(rows)
-        again = row(best['sampler'], best['steps'], spacing=best['spacing'], seed=1) or best
-        null_row = row(best['sampler'], best['steps'], spacing=best['spacing'], labels='null') if run.unet.num_classes else None
-        rows += [r for r in (row(s, steps_list[1]) for s in samplers) if r]
+        rows = [r for r in (row(s, steps_list[0], guidance=1.0) for s in samplers) if r]    # the default-step rows first
+        unguided = best_setting(rows)
+        guided = [r for r in (row(unguided['sampler'], unguided['steps'], spacing=unguided['spacing'], guidance=w)
+                              for w in EVAL_GUIDANCE) if r] if run.unet.num_classes else []
+        best = best_setting([unguided] + guided)
+        again = row(best['sampler'], best['steps'], spacing=best['spacing'], seed=1, guidance=best['guidance']) or best
+        null_row = row(unguided['sampler'], unguided['steps'], spacing=unguided['spacing'], labels='null') if run.unet.num_classes else None
+        rows += [r for r in (row(s, steps_list[1], guidance=1.0) for s in samplers) if r]
     fids = [best['fid']] + ([again['fid']] if again is not best else [])
-    headline = dict(sampler=best['sampler'], steps=best['steps'], spacing=best['spacing'], n=n_eval, fid=sum(fids) / len(fids),
+    headline = dict(sampler=best['sampler'], steps=best['steps'], spacing=best['spacing'], guidance=best['guidance'], n=n_eval, fid=sum(fids) / len(fids),
                     fid_spread=abs(fids[0] - fids[1]) / 2 if len(fids) == 2 else None, fid_seeds=fids, floor_fid=best['floor_fid'],
                     fid_ratio=sum(fids) / len(fids) / best['floor_fid'], kid=best['kid'], classes=best['classes'], confident=best['confident'],
                     features=best['features'])
     # the run's sampling defaults become the measured best; the model card records the evaluation
-    run2 = dataclasses.replace(pt.run, sampler=best['sampler'], steps=best['steps'], spacing=best['spacing'])
+    run2 = dataclasses.replace(pt.run, sampler=best['sampler'], steps=best['steps'], spacing=best['spacing'],
+                               **({'guidance': best['guidance']} if run.unet.num_classes else {}))
     pt.run = run2
-    save_pretrained(pt, mdir, eval={**best, 'fid_spread': headline['fid_spread']})
+    save_pretrained(pt, mdir, eval={**best, 'fid_spread': headline['fid_spread'], 'fid_seeds': fids})
     info['eval_minutes'] = (time.perf_counter() - t_eval0) / 60
 
     # --- figures
@@ -221,13 +227,14 @@ def main(argv=None):
     plot_eval(rows, 'fid_ratio', ax=ax); fig.tight_layout(); fig.savefig(out / 'figures' / 'fid_vs_steps.png'); plt.close(fig)
 
     info['total_minutes'] = (time.perf_counter() - T_START) / 60
-    extra_rows = ([again] if again is not best else []) + ([null_row] if null_row else [])
+    extra_rows = guided + ([again] if again is not best else []) + ([null_row] if null_row else [])
     res = dict(info=info, run=pt.run.to_dict(), headline=headline, rows=rows + extra_rows, skipped=skipped,
                table=eval_table(rows + extra_rows))
     (out / 'results.json').write_text(json.dumps(res, indent=1))
     print(res['table'])
     spread = f" ± {headline['fid_spread']:.2f}" if headline['fid_spread'] is not None else ' (one seed)'
-    print(f"headline: {headline['sampler']} {headline['steps']} steps: FID {headline['fid']:.2f}{spread} "
+    w = f", guidance {headline['guidance']:g}" if headline['guidance'] is not None else ''
+    print(f"headline: {headline['sampler']} {headline['steps']} steps{w}: FID {headline['fid']:.2f}{spread} "
           f"= {headline['fid_ratio']:.2f}x the floor at N = {n_eval}; total {info['total_minutes']:.1f} min; wrote {out}", flush=True)
     return 0
 
