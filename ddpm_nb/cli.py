@@ -33,7 +33,7 @@ import torch
 from .core import RunLock, atomic_save, atomic_write_bytes, atomic_write_text, check_finite, clean_stale_tmp
 from .forward import SCHEDULES
 from .train import AMP_MODES, FIXED_FIELDS, TrainConfig, Trainer, TrainingDiverged, load_checkpoint
-from .sample import SAMPLERS, SPACINGS, Denoiser, sample
+from .sample import SAMPLERS, SPACINGS, Denoiser, check_interval, sample
 from .data import CLASSES, DataNotFoundError, prepare_root
 from .fmnist import (CONFIG_NAME, FMNIST_RUNS, WEIGHTS_NAME, FMNISTRun, Pretrained, default_model_path,
                             load_pretrained, make_trainer, save_pretrained)
@@ -188,7 +188,7 @@ def check_device(device: str, flag: str = '--device') -> str:
 
 # %% ../nbs/11_cli.ipynb #e0de0678
 TRAIN_OWN = ('out_dir', 'progress', 'num_classes')         # set by --out_dir, --no_progress and the U-Net's classes
-SAMPLING_FIELDS = ('sampler', 'steps', 'spacing', 'clip', 'guidance')   # FMNISTRun's sampling defaults: ddpm_nb_sample's
+SAMPLING_FIELDS = ('sampler', 'steps', 'spacing', 'clip', 'guidance', 'guidance_interval')   # FMNISTRun's sampling defaults: ddpm_nb_sample's
 CLI_DEFAULTS = dict(ckpt_every=1000)                       # the command line checkpoints every 1000 steps unless told
 
 def _train_parser():
@@ -385,6 +385,14 @@ def _shipped_run() -> FMNISTRun:
     try: return FMNISTRun.from_dict(json.loads((default_model_path() / CONFIG_NAME).read_text())['run'])
     except Exception: return FMNISTRun()
 
+def _interval_arg(s: str):
+    "argparse `type=` of --guidance_interval: 'all', or 'LO,HI' with 0 <= LO < HI."
+    if s.strip().lower() == 'all': return 'all'
+    try: return check_interval(tuple(float(v) for v in s.split(',')))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected 'all' or two noise levels LO,HI with 0 <= LO < HI (e.g. 0.28,5.42), got {s!r}"
+                                         + (f": {e}" if 'sigma' in str(e) else '')) from None
+
 def _sample_parser():
     "The parser of `ddpm_nb_sample` and its generated options."
     p = Parser(prog='ddpm_nb_sample', description=(
@@ -407,12 +415,18 @@ def _sample_parser():
     g = p.add_argument_group("sampling (chapter 10's FMNISTRun sampling defaults; default: the model's own)")
     opts = add_field_options(g, FMNISTRun, (), skip=[f.name for f in dataclasses.fields(FMNISTRun) if f.name not in SAMPLING_FIELDS],
                              presets={'shipped model': _shipped_run()}, choices=dict(sampler=SAMPLERS, spacing=SPACINGS))
+    iv = _shipped_run().guidance_interval
+    g.add_argument('--guidance_interval', type=_interval_arg, default=None, metavar='LO,HI',
+                   help=f"{field_docs(FMNISTRun)['guidance_interval']}; give LO,HI (sigma = sqrt((1 - alpha_bar) / alpha_bar)) or 'all' "
+                        f"(default: {'all' if iv is None else f'{iv[0]:g},{iv[1]:g}'})".replace('%', '%%'))
     return p, opts
 
 # %% ../nbs/11_cli.ipynb #f5383e41
 def _with_settings(pt: Pretrained, opts, args) -> Pretrained:
     "`pt` with the sampling options given on the command line as its defaults (validated by FMNISTRun)."
     run = apply_options(pt.run, opts, args)
+    if getattr(args, 'guidance_interval', None) is not None:
+        run = dataclasses.replace(run, guidance_interval=None if args.guidance_interval == 'all' else args.guidance_interval)
     if args.no_clip: run = dataclasses.replace(run, clip=None)
     if args.sampler is not None and args.spacing is None and args.sampler != pt.run.sampler:
         run = dataclasses.replace(run, spacing=None)                # the model's spacing was measured for its own sampler
@@ -427,8 +441,9 @@ def _sample(args, opts) -> int:
     if args.guidance is not None and args.guidance < 0:
         raise CLIError(f"--guidance must be >= 0 (0: unconditional, 1: conditional, above 1: guided), got {args.guidance:g}.")
     pt = load_pretrained(args.checkpoint, device=dev)
-    if not pt.run.unet.num_classes and (label is not None or args.guidance is not None):
-        what = f"--label {args.label}" if label is not None else f"--guidance {args.guidance:g}"
+    if not pt.run.unet.num_classes and (label is not None or args.guidance is not None or args.guidance_interval is not None):
+        what = (f"--label {args.label}" if label is not None else f"--guidance {args.guidance:g}" if args.guidance is not None
+                else "--guidance_interval")
         raise CLIError(f"{what} needs a class-conditional model, and this one is unconditional (train one with ddpm_nb_train --conditional).")
     if label not in (None, 'null'): label = parse_label(args.label, pt.run.unet.num_classes)
     pt = _with_settings(pt, opts, args)
@@ -441,7 +456,8 @@ def _sample(args, opts) -> int:
             y = pt.labels_for(b, label, i)
             w = 1.0 if y is None or label == 'null' else r.guidance
             x = sample(pt.denoiser, (b, 1, r.image_size, r.image_size), sampler='ddim', steps=r.steps, spacing=r.spacing,
-                       eta=args.eta, seed=args.seed, index0=i, labels=y, guidance=w, progress=not args.no_progress).clamp(-1, 1)
+                       eta=args.eta, seed=args.seed, index0=i, labels=y, guidance=w, guidance_interval=r.guidance_interval,
+                       progress=not args.no_progress).clamp(-1, 1)
         else: x = pt.sample(b, labels=label, seed=args.seed, index0=i, progress=not args.no_progress)
         xs.append(x.cpu())
         y = pt.labels_for(b, label, i)

@@ -7,7 +7,7 @@ __all__ = ['FMNIST_RUNS', 'PRETRAINED_FORMAT', 'PRETRAINED_VERSION', 'WEIGHTS_NA
            'EVAL_STEPS', 'EVAL_GUIDANCE', 'FMNISTRun', 'fmnist_batches', 'make_trainer', 'Pretrained', 'model_card',
            'save_pretrained', 'export_pretrained', 'default_model_path', 'load_pretrained', 'real_floor',
            'sample_settings', 'cached_samples', 'evaluate_model', 'eval_table', 'plot_eval', 'evaluate_grid',
-           'best_setting']
+           'best_setting', 'row_settings', 'choose_defaults', 'with_defaults']
 
 # %% ../nbs/10_fmnist.ipynb #d6266927
 import dataclasses
@@ -32,7 +32,7 @@ from .core import atomic_save, atomic_write_bytes, atomic_write_text
 from .forward import SCHEDULES, Schedule
 from .unet import UNET_PRESETS, UNet, UNetConfig, count_params
 from .train import CKPT_FORMAT, Trainer, TrainConfig, dist_env, load_checkpoint, resolve_device
-from .sample import DEFAULT_SPACING, SAMPLERS, SPACINGS, Denoiser, sample
+from .sample import DEFAULT_SPACING, SAMPLERS, SPACINGS, Denoiser, check_interval, sample
 from .data import TensorBatches, cache_dir, load_fashion_mnist
 from .metrics import class_stats, features, fid, fmnist_features, kid, load_classifier
 
@@ -54,8 +54,11 @@ class FMNISTRun:
     spacing: Optional[str] = None    # sampling default: timestep spacing, one of `SPACINGS` (None: the sampler's own default)
     clip: Optional[float] = 1.0      # sampling default: clamp x0_hat to [-clip, clip] (1: the data range; None: no clipping)
     guidance: float = 1.0            # sampling default of a class-conditional model: guidance scale w (0: unconditional, 1: conditional)
+    guidance_interval: Optional[tuple] = None   # sampling default: guide only at noise levels sigma_t in (lo, hi] (None: at every level)
 
-    def __post_init__(self): _check_run(self)
+    def __post_init__(self):
+        if isinstance(self.guidance_interval, list): object.__setattr__(self, 'guidance_interval', tuple(self.guidance_interval))
+        _check_run(self)
 
     def train_config(self, **overrides) -> TrainConfig:
         "The run's `TrainConfig`, its `num_classes` taken from the U-Net, with `overrides` (device, amp, out_dir, seed, ...)."
@@ -107,6 +110,10 @@ def _check_run(r: FMNISTRun):
     if r.spacing is not None and r.spacing not in SPACINGS: raise ValueError(f"spacing must be None or one of {SPACINGS}, got {r.spacing!r}.")
     if r.clip is not None and not (_is_num(r.clip) and r.clip > 0): raise ValueError(f"clip must be None or a number > 0, got {r.clip!r}.")
     if not (_is_num(r.guidance) and r.guidance >= 0): raise ValueError(f"guidance must be a finite number >= 0, got {r.guidance!r}.")
+    try: iv = check_interval(r.guidance_interval)
+    except ValueError as e: raise ValueError(f"guidance_interval: {e}") from None
+    if iv != r.guidance_interval or (iv is not None and not math.isfinite(iv[1])):
+        raise ValueError(f"guidance_interval must be None or a tuple (lo, hi) of finite floats, got {r.guidance_interval!r}.")
     k = r.unet.num_classes
     if r.train.num_classes not in (None, k):
         raise ValueError(f"train.num_classes={r.train.num_classes} disagrees with unet.num_classes={k}: leave train.num_classes "
@@ -151,6 +158,20 @@ def make_trainer(run: FMNISTRun, root=None, callbacks=(), **overrides) -> Traine
     return tr
 
 # %% ../nbs/10_fmnist.ipynb #4d5418e2
+def _interval(run: FMNISTRun, interval=None):
+    "The guidance interval to use: the run's for None, every level (None) for 'all', else `interval` checked."
+    if interval is None: return run.guidance_interval
+    if isinstance(interval, str):
+        if interval == 'all': return None
+        raise ValueError(f"guidance_interval must be None (the run's), 'all' (every noise level) or a pair (lo, hi), got {interval!r}.")
+    return check_interval(interval)
+
+def _w_words(w, interval) -> str:
+    "A guidance scale and its interval in words: '2 at σ ∈ (0.28, 5.42]'."
+    return f"{w:g}" + (f" at σ ∈ ({interval[0]:g}, {interval[1]:g}]" if interval and w != 1 else '')
+
+def _guidance_words(w, interval) -> str: return f"guidance w = {_w_words(w, interval)}"
+
 @dataclass
 class Pretrained:
     "A trained model ready to sample: its `Denoiser` (EMA network in eval mode, schedule, parameterisation, clipping), its run and facts."
@@ -172,7 +193,7 @@ class Pretrained:
         cond = f", conditional on {r.unet.num_classes} classes" if r.unet.num_classes else ""
         return (f"Pretrained({count_params(self.model):,} parameters{cond}, {r.schedule} schedule T={r.T}, pred={r.train.pred}, "
                 f"{m.get('step')} steps on {m.get('device', '?')} in {m.get('minutes', '?')} min; "
-                f"samples with {r.sampler}, {r.steps} steps" + (f", guidance w = {r.guidance:g}" if r.unet.num_classes and r.guidance != 1 else '') + ")")
+                f"samples with {r.sampler}, {r.steps} steps" + (f", {_guidance_words(r.guidance, r.guidance_interval)}" if r.unet.num_classes and r.guidance != 1 else '') + ")")
 
     def fingerprint(self) -> str:
         "12 hex digits of a SHA-256 over the weights and the settings that define the model (not the sampling defaults)."
@@ -209,6 +230,7 @@ class Pretrained:
                n: int = 16,               # number of images
                labels=None,               # conditional model: None (image i gets class i mod 10), 'null', a class, or n labels
                guidance: float = None,    # guidance scale w (None: the run's); 0 unconditional, 1 conditional, > 1 guided
+               guidance_interval=None,    # guide only at noise levels sigma_t in (lo, hi] (None: the run's; 'all': at every level)
                sampler: str = None,       # None: the run's default
                steps: int = None,         # None: the run's default
                spacing: str = None,       # None: the run's (for its sampler), else the sampler's default
@@ -227,10 +249,14 @@ class Pretrained:
         y = None if null else self.labels_for(n, labels, index0)          # the null label: the Denoiser's default for no labels
         w = r.guidance if guidance is None else guidance
         if not r.unet.num_classes and guidance not in (None, 1, 1.0): raise ValueError("guidance needs a class-conditional model; this one is unconditional.")
+        iv = _interval(r, guidance_interval)
+        if not r.unet.num_classes and guidance_interval not in (None, 'all'):
+            raise ValueError("guidance_interval needs a class-conditional model; this one is unconditional.")
         S = r.image_size
         with torch.no_grad():
             out = sample(self.denoiser, (n, 1, S, S), sampler=sampler, steps=steps, spacing=spacing, seed=seed, index0=index0,
-                         progress=progress, return_traj=return_traj, x_T=x_T, labels=y, guidance=w)
+                         progress=progress, return_traj=return_traj, x_T=x_T, labels=y, guidance=w,
+                         guidance_interval=iv if y is not None else None)
         if return_traj: return out[0].clamp(-1, 1), out[1]
         return out.clamp(-1, 1)
 
@@ -338,14 +364,14 @@ def model_card(run: FMNISTRun, meta: dict, n_params: int) -> str:
              f"{meta.get('step', '?')} steps in {meta.get('minutes', '?')} minutes on {meta.get('device', '?')}.", "",
              "## Sampling defaults", "",
              f"`{run.sampler}`, {run.steps} network evaluations, spacing `{run.spacing or 'the sampler default'}`, "
-             f"x0 clipped to [-{run.clip}, {run.clip}]" + (f", guidance w = {run.guidance}" if u.num_classes else '') + ".", ""]
+             f"x0 clipped to [-{run.clip}, {run.clip}]" + (f", {_guidance_words(run.guidance, run.guidance_interval)}" if u.num_classes else '') + ".", ""]
     ev = meta.get('eval')
     lines += ["## Evaluation", ""]
     if ev:
         lines += [f"{_fid_words(ev)} against a real-versus-real floor of {ev['floor_fid']:.2f} at the same N = {ev['n']} "
                   f"({_fid_mean(ev) / ev['floor_fid']:.1f}x the floor), KID {ev['kid']:.2f} x 1e-3, {ev['confident']:.0%} of samples classified "
                   f"with confidence > 0.9, {ev['classes']} of 10 classes present; {ev['sampler']}, {ev['steps']} steps"
-                  + (f", guidance w = {ev['guidance']:g}" if ev.get('guidance') not in (None, 1) else '') + ". "
+                  + (f", {_guidance_words(ev['guidance'], ev.get('guidance_interval'))}" if ev.get('guidance') not in (None, 1) else '') + ". "
                   f"Features: {ev.get('features', '?')}; reference: the 10 000 test images.", ""]
     else: lines += ["Not measured yet: see `evaluate_model` in chapter 10.", ""]
     lines += ["## Use", "", "```python", "from ddpm_nb.fmnist import load_pretrained",
@@ -476,7 +502,7 @@ def _label_tag(labels) -> str:
     return 'balanced' if labels is None else str(labels) if isinstance(labels, (str, int)) else 'custom'
 
 def sample_settings(pt: Pretrained, sampler: str = None, steps: int = None, spacing: str = None, labels=None,
-                    guidance: float = None) -> dict:
+                    guidance: float = None, guidance_interval=None) -> dict:
     "The settings `pt.sample` will use, the run's defaults filled in: the key of a cached sample set and the label of a table row."
     r = pt.run
     if spacing is None and sampler in (None, r.sampler): spacing = r.spacing
@@ -487,8 +513,9 @@ def sample_settings(pt: Pretrained, sampler: str = None, steps: int = None, spac
     cond = bool(r.unet.num_classes)
     if not cond and labels is not None: raise ValueError(f"labels={labels!r} given, but this model is unconditional.")
     w = None if not cond or labels == 'null' else float(r.guidance if guidance is None else guidance)
+    iv = _interval(r, guidance_interval)
     return dict(sampler=sampler, steps=steps, spacing=spacing, clip=r.clip,
-                labels=None if not cond else _label_tag(labels), guidance=w)
+                labels=None if not cond else _label_tag(labels), guidance=w, guidance_interval=None if w in (None, 1) else iv)
 
 def _to_uint8(x: Tensor) -> Tensor: return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
@@ -497,7 +524,9 @@ def cached_samples(pt: Pretrained, n: int = 2000, seed: int = 0, cache=True, bat
     "`n` images (uint8) of `pt` with `settings` (see `sample_settings`), read from the disk cache and extended there if it holds fewer."
     s = sample_settings(pt, **settings)
     folder = (cache_dir() / 'samples' if cache is True else Path(cache)) / pt.fingerprint() if cache else None
-    path = folder / ('_'.join(f'{k}{v}' for k, v in s.items()) + f'_seed{seed}.pt') if folder else None
+    iv = s['guidance_interval']
+    key = '_'.join(f'{k}{v}' for k, v in s.items() if k != 'guidance_interval') + (f'_interval{iv[0]:g}-{iv[1]:g}' if iv else '')
+    path = folder / f'{key}_seed{seed}.pt' if folder else None
     got = torch.load(path, weights_only=True) if path is not None and path.is_file() else None
     imgs = got['images'] if got else torch.zeros(0, 1, pt.run.image_size, pt.run.image_size, dtype=torch.uint8)
     secs = got['seconds'] if got else 0.0
@@ -505,8 +534,8 @@ def cached_samples(pt: Pretrained, n: int = 2000, seed: int = 0, cache=True, bat
     while len(imgs) < n:
         b = min(batch, n - len(imgs))
         t0 = time.perf_counter()
-        x = pt.sample(b, labels=labels, guidance=s['guidance'], sampler=s['sampler'], steps=s['steps'], spacing=s['spacing'],
-                      seed=seed, index0=len(imgs), progress=progress)
+        x = pt.sample(b, labels=labels, guidance=s['guidance'], guidance_interval=iv or 'all', sampler=s['sampler'], steps=s['steps'],
+                      spacing=s['spacing'], seed=seed, index0=len(imgs), progress=progress)
         secs += time.perf_counter() - t0
         imgs = torch.cat([imgs, _to_uint8(x.cpu())])
         if path is not None: atomic_save(dict(images=imgs, seconds=secs, threads=torch.get_num_threads(), settings=s, seed=seed), path)
@@ -522,6 +551,7 @@ def evaluate_model(pt: Pretrained,
                    seed: int = 0,              # noise seed of the samples (and of the real images of the floor)
                    labels=None,                # conditional model: None (balanced classes), 'null' (unconditional) or one class
                    guidance: float = None,     # conditional model: guidance scale (None: the run's)
+                   guidance_interval=None,     # conditional model: (lo, hi), 'all' (every noise level) or None (the run's)
                    cache=True,                 # True: `cache_dir()/samples`; a folder; False: no cache
                    classifier=None,            # feature extractor (default: chapter 9's shipped classifier)
                    batch: int = 250, progress: bool = False) -> dict:
@@ -532,11 +562,11 @@ def evaluate_model(pt: Pretrained,
         raise ValueError(f"n must be an integer > {D}: FID needs more samples than the {D} feature dimensions "
                          f"(2000 or more for a table); got {n!r}.")
     smp = cached_samples(pt, n, seed, cache, batch, progress, sampler=sampler, steps=steps, spacing=spacing, labels=labels,
-                         guidance=guidance)
+                         guidance=guidance, guidance_interval=guidance_interval)
     f, logits = features(smp['images'], clf, logits=True)
     ref, fl = _reference(clf), real_floor(n, seed, clf)
     F, (km, ks), cs = fid(f, ref), kid(f, ref), class_stats(logits)
-    return dict(model=pt.fingerprint(), **{k: smp[k] for k in ('sampler', 'steps', 'spacing', 'clip', 'labels', 'guidance')},
+    return dict(model=pt.fingerprint(), **{k: smp[k] for k in ('sampler', 'steps', 'spacing', 'clip', 'labels', 'guidance', 'guidance_interval')},
                 n=n, seed=seed, fid=F, floor_fid=fl['fid'], fid_ratio=F / fl['fid'], kid=km * 1e3, kid_std=ks * 1e3,
                 floor_kid=fl['kid'], classes=sum(c > 0 for c in cs['class_counts']), effective_classes=cs['effective_classes'],
                 min_class_fraction=cs['min_class_fraction'], mean_confidence=cs['mean_confidence'],
@@ -557,7 +587,7 @@ def eval_table(rows: list, name: str = None, extra: dict = None) -> str:
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(':--' if i < len(head) - 7 - nx else '--:' for i in range(len(head))) + '|']
     for r in rows:
         cells = ([str(r[name])] if name else []) + [r['sampler'], r['spacing'], str(r['steps'])]
-        if cond: cells += [r['labels'] or '—', '—' if r['guidance'] is None else f"{r['guidance']:g}"]
+        if cond: cells += [r['labels'] or '—', '—' if r['guidance'] is None else _w_words(r['guidance'], r.get('guidance_interval'))]
         if len(seeds) > 1: cells.append(str(r['seed']))
         cells += [f"{r['fid']:.2f}", f"{r['fid_ratio']:.2f}", f"{r['kid']:.2f}", str(r['classes']), f"{r['confident']:.0%}",
                   f"{r['mean_confidence']:.3f}", f"{r['sec_per_image']:.3f}"] + [f"{r[k]:.3g}" if r[k] == r[k] else '—' for k in (extra or {})]
@@ -576,11 +606,12 @@ def plot_eval(rows: list, key: str = 'fid_ratio', ax=None, label=None):
     if len(ns) > 1: raise ValueError(f"rows have sample counts {ns}: a plot joins only comparable rows; plot one N.")
     if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.2), dpi=80)
     groups = {}
-    for r in rows: groups.setdefault(tuple(r[k] for k in ('sampler', 'spacing', 'labels', 'guidance', 'seed')), []).append(r)
-    for (smp, sp, lab, w, seed), rs in groups.items():
+    for r in rows: groups.setdefault(tuple(r.get(k) for k in ('sampler', 'spacing', 'labels', 'guidance', 'guidance_interval', 'seed')), []).append(r)
+    for (smp, sp, lab, w, iv, seed), rs in groups.items():
         rs = sorted(rs, key=lambda r: r['steps'])
         ax.plot([r['steps'] for r in rs], [r[key] for r in rs], marker='o',
-                label=label(rs[0]) if label else f"{smp}, {sp}" + (f", {lab}" if lab not in (None, 'balanced') else ''))
+                label=label(rs[0]) if label else f"{smp}, {sp}" + (f", {lab}" if lab not in (None, 'balanced') else '')
+                + (f", w = {_w_words(w, iv)}" if w not in (None, 1) else ''))
     if key == 'fid_ratio': ax.axhline(1, color='k', lw=0.8, ls='--')
     ax.set(xscale='log', xlabel='network evaluations', ylabel={'fid_ratio': 'FID / real-vs-real floor', 'kid': 'KID ×10³'}.get(key, key),
            title=f"N = {ns[0]} samples per point")
@@ -603,4 +634,35 @@ def best_setting(rows: list, steps: int = None) -> dict:
     return min(rs, key=lambda r: r['fid'])
 
 # %% ../nbs/10_fmnist.ipynb #9da7922c
-EVAL_GUIDANCE = (1.5,)      # guidance scales tried on the best unguided 20-step sampler (chapter 12: FID climbs beyond 1.5)
+EVAL_GUIDANCE = ((1.5, None), (1.25, (0.28, 5.42)), (1.5, (0.28, 5.42)), (2.0, (0.28, 5.42)))   # (w, interval): chapter 12's sweep
+
+def row_settings(r: dict) -> dict:
+    "The `evaluate_model` arguments that reproduce row `r`: sampler, steps, spacing, seed, labels, guidance and its interval."
+    lab = r['labels']
+    return dict(sampler=r['sampler'], steps=r['steps'], spacing=r['spacing'], seed=r['seed'], guidance=r['guidance'],
+                labels=None if lab in (None, 'balanced') else lab if lab == 'null' else int(lab),
+                guidance_interval=r.get('guidance_interval') or 'all')
+
+def choose_defaults(rows: list,                  # unguided (w = 1) seed-0 rows of one N, e.g. `evaluate_grid`'s
+                    evaluate,                    # evaluate(**settings) -> a row like `evaluate_model`'s at that N, or None if not measured
+                    guidance=EVAL_GUIDANCE,      # (w, interval) settings tried on the best unguided row (class-conditional models)
+                    steps: int = 20,             # the step count the defaults are for
+                    unguided_seed: bool = True,  # also measure the best unguided row with seed 1 when it is not the default
+                   ) -> dict:
+    "How a run's sampling defaults are chosen: the lowest-FID `steps`-step row, unguided or the best unguided sampler guided; then a second seed."
+    best = best_setting(rows, steps)
+    tried = [] if best['labels'] is None else [evaluate(**{**row_settings(best), 'guidance': float(w), 'guidance_interval': iv or 'all'})
+                                               for w, iv in guidance]
+    guided = [r for r in tried if r is not None]
+    head = best_setting([best] + guided, steps)
+    head1 = evaluate(**{**row_settings(head), 'seed': 1})
+    best1 = head1 if head is best else evaluate(**{**row_settings(best), 'seed': 1}) if unguided_seed else None
+    fids = [head['fid']] + ([head1['fid']] if head1 else [])
+    return dict(unguided=best, guided=guided, default=head, default_seed1=head1, unguided_seed1=best1,
+                eval={**head, 'fid_seeds': fids, 'fid_spread': (max(fids) - min(fids)) / 2 if len(fids) > 1 else None})
+
+def with_defaults(run: FMNISTRun, row: dict) -> FMNISTRun:
+    "`run` with the sampling settings of `row` (an `evaluate_model` row) as its defaults."
+    kw = dict(guidance=row['guidance'], guidance_interval=row.get('guidance_interval')) if run.unet.num_classes else {}
+    return dataclasses.replace(run, sampler=row['sampler'], steps=row['steps'], spacing=row['spacing'], **kw)
+

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['check_weight', 'cfg_eps', 'cfg_eps_source', 'book_weight', 'class_log_posterior', 'MixtureEps',
            'classifier_guided_eps', 'tilted_log_prob', 'sample_tilted', 'grid_density', 'ks_distance', 'class_index',
-           'check_labels', 'noise_sigma', 'IntervalGuided', 'guided', 'weights_key', 'balanced_labels', 'guided_images',
+           'check_labels', 'IntervalGuided', 'guided', 'weights_key', 'balanced_labels', 'guided_images',
            'class_coverage', 'evaluate_guided', 'guidance_sweep', 'format_sweep', 'plot_sweep', 'class_grid',
            'show_class_grids']
 
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .forward import Schedule
 from .score import GaussianMixture, _check_batch, _mixture_logits, _per_sample_ab, eps_star
-from .sample import sample
+from .sample import Guided, noise_sigma, sample
 from .data import CLASSES, cache_dir, load_fashion_mnist
 from .metrics import class_stats, features, fid, fmnist_features, kid, load_classifier
 from .fmnist import real_floor
@@ -204,53 +204,26 @@ def check_labels(den,          # a class-conditional `Denoiser` (its `null_label
     if n is not None and len(out) != n: raise ValueError(f"labels has {len(out)} entries but the batch has {n} images.")
     return out
 
-def noise_sigma(sched: Schedule, t: Tensor) -> Tensor:
-    r"EDM's noise level of timestep indices t: $\sigma_t = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}$."
-    ab = sched.alpha_bar.to(device=t.device, dtype=torch.float64)[t]
-    return ((1 - ab) / ab).sqrt()
 
 # %% ../nbs/12_guidance.ipynb #f4a1fd6a
-class IntervalGuided(nn.Module):
-    r"Classifier-free guidance with weight $w$ only where $\sigma_{lo} < \sigma_t \le \sigma_{hi}$; the conditional prediction ($w = 1$) elsewhere."
+class IntervalGuided(Guided):
+    r"Classifier-free guidance with weight $w$ only where $\sigma_{lo} < \sigma_t \le \sigma_{hi}$, the conditional prediction ($w = 1$) elsewhere: chapter 7's `Guided` with an interval."
     def __init__(self, den,                 # a class-conditional `Denoiser`
                  labels,                    # LongTensor (B,) of labels (or an int / class name for every image)
                  w: float,                  # guidance weight inside the interval
                  sigma_lo: float = 0.28,    # guidance for sigma_t > sigma_lo ...
                  sigma_hi: float = 5.42):   # ... and sigma_t <= sigma_hi
-        super().__init__()
-        self.den, self.w, self.labels = den, check_weight(w), check_labels(den, labels)
-        for nm, v in (('sigma_lo', sigma_lo), ('sigma_hi', sigma_hi)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise ValueError(f"{nm} must be a number >= 0 (a noise level sigma = sqrt((1 - alpha_bar) / alpha_bar)), got {v!r}.")
-        if not sigma_lo < sigma_hi: raise ValueError(f"sigma_lo must be < sigma_hi, got ({sigma_lo}, {sigma_hi}].")
-        self.sigma_lo, self.sigma_hi, self.sched = float(sigma_lo), float(sigma_hi), den.sched
-
-    def inside(self, t: Tensor) -> Tensor:
-        "Which timestep indices t (B,) get guidance."
-        s = noise_sigma(self.den.sched, t)
-        return (s > self.sigma_lo) & (s <= self.sigma_hi)
-
-    def forward(self, x_t: Tensor, t: Tensor) -> tuple:
-        y = self.labels.to(x_t.device)
-        y = y.expand(len(x_t)) if len(y) == 1 else y
-        if len(y) != len(x_t): raise ValueError(f"{len(y)} labels for a batch of {len(x_t)}.")
-        g = self.inside(t)
-        if g.all(): return self.den.guided(y, self.w)(x_t, t)
-        if not g.any(): return self.den(x_t, t, y)
-        x0, eps = (torch.empty_like(x_t) for _ in range(2))
-        for m, f in ((g, lambda i: self.den.guided(y[i], self.w)(x_t[i], t[i])), (~g, lambda i: self.den(x_t[i], t[i], y[i]))):
-            x0[m], eps[m] = f(m)
-        return x0, eps
+        super().__init__(den, check_labels(den, labels), check_weight(w), (sigma_lo, sigma_hi))
+        self.sigma_lo, self.sigma_hi = self.interval
 
 def guided(den,                 # a class-conditional `Denoiser`
            labels,              # LongTensor (B,), or one int / class name for all
            w: float,            # guidance weight (0: unconditional, 1: conditional)
-           interval=None,       # None (every noise level) or (sigma_lo, sigma_hi) for `IntervalGuided`
+           interval=None,       # None (every noise level) or (sigma_lo, sigma_hi): guidance only there
           ):
     "A `den(x_t, t) -> (x0_hat, eps_hat)` for guided sampling, with checked labels and weight."
     y, w = check_labels(den, labels), check_weight(w)
-    if interval is None: return den.guided(y if len(y) > 1 else int(y[0]), w)
-    return IntervalGuided(den, y, w, *interval)
+    return den.guided(y if len(y) > 1 else int(y[0]), w, interval)
 
 # %% ../nbs/12_guidance.ipynb #2e4808fc
 def weights_key(model: nn.Module) -> str:

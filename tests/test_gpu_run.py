@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ddpm_nb.fmnist import EVAL_GUIDANCE
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS='2', PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
 
@@ -63,8 +65,10 @@ def test_smoke_model_loads(smoke):
     pt = load_pretrained(out / 'model')
     res = json.loads((out / 'results.json').read_text())
     h = res['headline']
-    assert (pt.run.sampler, pt.run.steps, pt.run.guidance) == (h['sampler'], h['steps'], h['guidance'])   # defaults = measured best
-    assert {r['guidance'] for r in res['rows'] if r['labels'] == 'balanced'} >= {1.0, 1.5}           # guidance was measured
+    iv = h['guidance_interval'] and tuple(h['guidance_interval'])
+    assert (pt.run.sampler, pt.run.steps, pt.run.guidance, pt.run.guidance_interval) == (h['sampler'], h['steps'], h['guidance'], iv)
+    tried = {(r['guidance'], r['guidance_interval'] and tuple(r['guidance_interval'])) for r in res['rows'] if r['labels'] == 'balanced'}
+    assert tried >= {(1.0, None), *EVAL_GUIDANCE}                                # every guidance setting was measured
     assert pt.meta['eval']['fid'] == pytest.approx(min(r['fid'] for r in res['rows'] if r['steps'] == pt.run.steps
                                                        and r['seed'] == 0 and r['labels'] == 'balanced'))
     assert 'FID' in (out / 'model' / 'README.md').read_text()

@@ -10,17 +10,17 @@ For the model it evaluates, with chapter 10's protocol (`evaluate_model`, the sa
 the chapter's cells then read every sample set from the cache):
   1. each sampler of `EVAL_SAMPLERS` (DDIM, DPM-Solver++(2M), UniPC, iPNDM; each on its default spacing) at 20 steps,
      N = 2000, seed 0, balanced classes for a conditional model;
-  2. for a conditional model, the best of them with classifier-free guidance at each scale of `EVAL_GUIDANCE`
-     (1.5; a guided step costs two network evaluations);
-  3. the best 20-step row (guided or not) again with seed 1 (the spread of the headline), and the best unguided one
-     too when they differ; for a conditional model, the best unguided row with the null label (the unconditional
-     generator inside it);
+  2-3. `choose_defaults`, the rule chapter 10 states: for a conditional model, the best of them with classifier-free
+     guidance at each setting of `EVAL_GUIDANCE` (w = 1.5 at every noise level; w = 1.25, 1.5 and 2 in sigma's interval (0.28, 5.42];
+     a guided step costs two network evaluations); the best 20-step row (guided or not) again with seed 1 (the spread
+     of the headline), and the best unguided one too when they differ; then, for a conditional model, the best
+     unguided row with the null label (the unconditional generator inside it);
   4. every sampler at 10 steps.
-The default sampler, spacing, step count and guidance scale are the best 20-step row (lowest FID at N = 2000, seed 0):
+The default sampler, spacing, step count, guidance scale and interval are the best 20-step row (lowest FID at N = 2000, seed 0):
 the budget the defaults are sized for. `--write-defaults` writes them into the model's config.json, with the evaluation for the
 model card (the model must be a folder, or give `--save FOLDER`).
 Samples are cached under `cache_dir()/samples` ($DDPM_NB_CACHE, default ~/.cache/ddpm_nb); an interrupted run resumes
-where it stopped. Cost on a CPU: about 440 000 network evaluations of the 1.7 M-parameter U-Net (about 35 min on 2 free cores).
+where it stopped. Cost on a CPU: about 600 000 network evaluations of the 1.7 M-parameter U-Net (about 50 min on 2 free cores).
 """
 import argparse, dataclasses, json, os, sys, time
 from pathlib import Path
@@ -45,8 +45,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     import torch
     torch.set_num_threads(a.threads)
-    from ddpm_nb.fmnist import (EVAL_GUIDANCE, EVAL_SAMPLERS, EVAL_STEPS, best_setting, eval_table, evaluate_model,
-                                load_pretrained, save_pretrained)
+    from ddpm_nb.fmnist import (EVAL_SAMPLERS, EVAL_STEPS, _w_words, choose_defaults, eval_table, evaluate_model,
+                                load_pretrained, save_pretrained, with_defaults)
     t0 = time.perf_counter()
     log = lambda r, what='': print(f"{r['sampler']:>8} {r['steps']:>3} steps {r['spacing']:<9} {r['labels'] or '':<8} seed {r['seed']} "
                                    f"N {r['n']}: FID {r['fid']:7.2f} = {r['fid_ratio']:5.2f}x floor {r['floor_fid']:.2f} | KID {r['kid']:.2f}e-3 "
@@ -79,40 +79,38 @@ def main(argv=None):
     kw = dict(n=a.n, batch=a.batch)
     rows = [evaluate_model(pt, s, steps[0], guidance=1.0, **kw) for s in samplers]   # the default-step rows first, unguided
     for r in rows: log(r)
-    unguided = best_setting(rows)
-    extra = []
-    if cond:                                               # guidance on the best sampler
-        for w in EVAL_GUIDANCE:
-            extra.append(evaluate_model(pt, unguided['sampler'], unguided['steps'], unguided['spacing'], guidance=w, **kw))
-            log(extra[-1], f'(guidance {w:g})')
-    best = best_setting([unguided] + extra, steps=unguided['steps'])
-    if a.extra != 'none':
-        for r in ([best] + ([unguided] if unguided is not best else [])):
-            again = evaluate_model(pt, r['sampler'], r['steps'], r['spacing'], seed=1, guidance=r['guidance'], **kw)
-            log(again, '(second seed)'); extra.append(again)
-            if r is best: again_best = again
+
+    def evaluate(**settings):                              # choose_defaults' guided rows and second seeds
+        if settings['seed'] == 1 and a.extra == 'none': return None
+        r = evaluate_model(pt, **settings, **kw)
+        log(r, '(second seed)' if settings['seed'] == 1 else f"(guidance {_w_words(r['guidance'], r['guidance_interval'])})")
+        return r
+
+    choice = choose_defaults(rows, evaluate, steps=steps[0])
+    best, unguided = choice['default'], choice['unguided']
+    extra = choice['guided'] + [r for r in (choice['default_seed1'], choice['unguided_seed1'] if best is not unguided else None) if r]
     if cond and a.extra == 'all':
         null = evaluate_model(pt, unguided['sampler'], unguided['steps'], unguided['spacing'], labels='null', **kw); log(null, '(null label)')
         extra.append(null)
     for k in steps[1:]:
         for s in samplers: rows.append(evaluate_model(pt, s, k, guidance=1.0, **kw)); log(rows[-1])
     print(eval_table(rows + extra))
-    fids = [best['fid']] + ([again_best['fid']] if a.extra != 'none' else [])
-    spread = abs(fids[0] - fids[-1]) / 2
+    ev = choice['eval']
+    fids, spread = ev['fid_seeds'], ev['fid_spread'] or 0.0
     m = sum(fids) / len(fids)
-    w = f", guidance {best['guidance']:g}" if cond else ''
+    w = f", guidance {_w_words(best['guidance'], best['guidance_interval'])}" if cond else ''
     print(f"\nbest {best['steps']}-step setting: {best['sampler']}, {best['spacing']} spacing{w}: FID {m:.2f} ± {spread:.2f} "
           f"(seeds {', '.join(map(str, range(len(fids))))}) = {m / best['floor_fid']:.2f}x the floor {best['floor_fid']:.2f} at N = {a.n}; "
           f"{best['classes']} classes, {best['confident']:.0%} confidently classified")
-    print(f"model defaults now: {pt.run.sampler}, {pt.run.steps} steps, spacing {pt.run.spacing}, guidance {pt.run.guidance:g}")
+    print(f"model defaults now: {pt.run.sampler}, {pt.run.steps} steps, spacing {pt.run.spacing}, "
+          f"guidance {_w_words(pt.run.guidance, pt.run.guidance_interval)}")
     if a.write_defaults:
         from ddpm_nb.fmnist import default_model_path
         target = Path(a.save) if a.save else Path(a.model) if a.model else default_model_path()
         if not a.save and not target.is_dir():
             sys.exit("--write-defaults needs MODEL to be a folder (or --save FOLDER) to write config.json into.")
-        pt.run = dataclasses.replace(pt.run, sampler=best['sampler'], steps=best['steps'], spacing=best['spacing'],
-                                     **({'guidance': best['guidance']} if cond else {}))
-        save_pretrained(pt, target, eval={**best, 'fid_spread': spread, 'fid_seeds': fids})
+        pt.run = with_defaults(pt.run, best)
+        save_pretrained(pt, target, eval=ev)
         print(f"wrote the defaults ({best['sampler']}, {best['steps']} steps, {best['spacing']}{w}) and the evaluation into {target}")
     if a.json: Path(a.json).write_text(json.dumps(dict(rows=rows + extra, best=best, spread=spread), indent=1))
     return 0

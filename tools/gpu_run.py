@@ -15,10 +15,11 @@ What it does, within a wall-clock budget (`--minutes`, default 5.5; the run ends
      and the training state (`OUT/train_state.pt`: weights, EMA, optimiser, step, loss history);
   3. evaluates it with chapter 10's protocol (`evaluate_model`): DDIM, DPM-Solver++(2M), UniPC and iPNDM at
      10 and 20 steps, N = 10 000 samples each (balanced classes), FID and KID against the 10 000 test images on
-     chapter 9's classifier features beside the real-versus-real floor at the same N; the best 20-step sampler
-     again with classifier-free guidance at each scale of `EVAL_GUIDANCE`; a second seed for the best 20-step row
-     (guided or not) and the null-label (unconditional) row; the run's sampling defaults (sampler, spacing, steps,
-     guidance) are set to the best 20-step row;
+     chapter 9's classifier features beside the real-versus-real floor at the same N; then `choose_defaults`,
+     chapter 10's rule: the best 20-step sampler again with classifier-free guidance at each setting of
+     `EVAL_GUIDANCE`, and a second seed for the best 20-step row (guided or not); the null-label (unconditional)
+     row; the run's sampling defaults (sampler, spacing, steps, guidance and its interval) are set to the best
+     20-step row;
   4. writes `OUT/results.json` (every figure: throughput, timings, rows, headline) and `OUT/figures/*.png`
      (samples by class, loss curve, FID / floor against steps).
 
@@ -63,8 +64,8 @@ def main(argv=None):
     from ddpm_nb.unet import UNET_PRESETS, UNet, count_params
     from ddpm_nb.train import TrainConfig, ema_decay_at, lr_factor, resolve_device, training_loss
     from ddpm_nb.data import load_fashion_mnist
-    from ddpm_nb.fmnist import (EVAL_GUIDANCE, FMNIST_RUNS, _conditional, best_setting, eval_table, evaluate_model, load_pretrained,
-                                save_pretrained)
+    from ddpm_nb.fmnist import (FMNIST_RUNS, _conditional, _w_words, choose_defaults, eval_table, evaluate_model, load_pretrained,
+                                save_pretrained, with_defaults)
 
     device = resolve_device(a.device)
     cuda = device.type == 'cuda'
@@ -195,23 +196,20 @@ def main(argv=None):
 
     with torch.autocast(device.type, dtype=amp, enabled=cuda):
         rows = [r for r in (row(s, steps_list[0], guidance=1.0) for s in samplers) if r]    # the default-step rows first
-        unguided = best_setting(rows)
-        guided = [r for r in (row(unguided['sampler'], unguided['steps'], spacing=unguided['spacing'], guidance=w)
-                              for w in EVAL_GUIDANCE) if r] if run.unet.num_classes else []
-        best = best_setting([unguided] + guided)
-        again = row(best['sampler'], best['steps'], spacing=best['spacing'], seed=1, guidance=best['guidance']) or best
+        choice = choose_defaults(rows, lambda sampler, steps, **e: row(sampler, steps, **e), steps=steps_list[0], unguided_seed=False)
+        unguided, guided, best = choice['unguided'], choice['guided'], choice['default']
+        again = choice['default_seed1'] or best
         null_row = row(unguided['sampler'], unguided['steps'], spacing=unguided['spacing'], labels='null') if run.unet.num_classes else None
         rows += [r for r in (row(s, steps_list[1], guidance=1.0) for s in samplers) if r]
-    fids = [best['fid']] + ([again['fid']] if again is not best else [])
-    headline = dict(sampler=best['sampler'], steps=best['steps'], spacing=best['spacing'], guidance=best['guidance'], n=n_eval, fid=sum(fids) / len(fids),
-                    fid_spread=abs(fids[0] - fids[1]) / 2 if len(fids) == 2 else None, fid_seeds=fids, floor_fid=best['floor_fid'],
+    fids = choice['eval']['fid_seeds']
+    headline = dict(sampler=best['sampler'], steps=best['steps'], spacing=best['spacing'], guidance=best['guidance'],
+                    guidance_interval=best['guidance_interval'], n=n_eval, fid=sum(fids) / len(fids),
+                    fid_spread=choice['eval']['fid_spread'], fid_seeds=fids, floor_fid=best['floor_fid'],
                     fid_ratio=sum(fids) / len(fids) / best['floor_fid'], kid=best['kid'], classes=best['classes'], confident=best['confident'],
                     features=best['features'])
     # the run's sampling defaults become the measured best; the model card records the evaluation
-    run2 = dataclasses.replace(pt.run, sampler=best['sampler'], steps=best['steps'], spacing=best['spacing'],
-                               **({'guidance': best['guidance']} if run.unet.num_classes else {}))
-    pt.run = run2
-    save_pretrained(pt, mdir, eval={**best, 'fid_spread': headline['fid_spread'], 'fid_seeds': fids})
+    pt.run = with_defaults(pt.run, best)
+    save_pretrained(pt, mdir, eval=choice['eval'])
     info['eval_minutes'] = (time.perf_counter() - t_eval0) / 60
 
     # --- figures
@@ -233,7 +231,7 @@ def main(argv=None):
     (out / 'results.json').write_text(json.dumps(res, indent=1))
     print(res['table'])
     spread = f" ± {headline['fid_spread']:.2f}" if headline['fid_spread'] is not None else ' (one seed)'
-    w = f", guidance {headline['guidance']:g}" if headline['guidance'] is not None else ''
+    w = f", guidance {_w_words(headline['guidance'], headline['guidance_interval'])}" if headline['guidance'] is not None else ''
     print(f"headline: {headline['sampler']} {headline['steps']} steps{w}: FID {headline['fid']:.2f}{spread} "
           f"= {headline['fid_ratio']:.2f}x the floor at N = {n_eval}; total {info['total_minutes']:.1f} min; wrote {out}", flush=True)
     return 0
