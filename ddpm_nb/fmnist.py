@@ -634,7 +634,9 @@ def best_setting(rows: list, steps: int = None) -> dict:
     return min(rs, key=lambda r: r['fid'])
 
 # %% ../nbs/10_fmnist.ipynb #9da7922c
-EVAL_GUIDANCE = ((1.5, None), (1.25, (0.28, 5.42)), (1.5, (0.28, 5.42)), (2.0, (0.28, 5.42)))   # (w, interval): chapter 12's sweep
+EVAL_GUIDANCE = ((1.5, None),                                               # (w, interval): chapter 12's sweep, then
+                 (1.25, (0.28, 5.42)), (1.5, (0.28, 5.42)), (2.0, (0.28, 5.42)),  # the weight in the interval, then
+                 (1.5, (0.5, 3.0)), (1.5, (0.1, 10.0)))                      # a narrower and a wider interval
 
 def row_settings(r: dict) -> dict:
     "The `evaluate_model` arguments that reproduce row `r`: sampler, steps, spacing, seed, labels, guidance and its interval."

@@ -11,8 +11,8 @@ the chapter's cells then read every sample set from the cache):
   1. each sampler of `EVAL_SAMPLERS` (DDIM, DPM-Solver++(2M), UniPC, iPNDM; each on its default spacing) at 20 steps,
      N = 2000, seed 0, balanced classes for a conditional model;
   2-3. `choose_defaults`, the rule chapter 10 states: for a conditional model, the best of them with classifier-free
-     guidance at each setting of `EVAL_GUIDANCE` (w = 1.5 at every noise level; w = 1.25, 1.5 and 2 in sigma's interval (0.28, 5.42];
-     a guided step costs two network evaluations); the best 20-step row (guided or not) again with seed 1 (the spread
+     guidance at each setting of `EVAL_GUIDANCE` (w = 1.5 at every noise level; w = 1.25, 1.5 and 2 in sigma's
+     interval (0.28, 5.42]; w = 1.5 in (0.5, 3] and in (0.1, 10]; a guided step costs two network evaluations); the best 20-step row (guided or not) again with seed 1 (the spread
      of the headline), and the best unguided one too when they differ; then, for a conditional model, the best
      unguided row with the null label (the unconditional generator inside it);
   4. every sampler at 10 steps.
@@ -20,7 +20,7 @@ The default sampler, spacing, step count, guidance scale and interval are the be
 the budget the defaults are sized for. `--write-defaults` writes them into the model's config.json, with the evaluation for the
 model card (the model must be a folder, or give `--save FOLDER`).
 Samples are cached under `cache_dir()/samples` ($DDPM_NB_CACHE, default ~/.cache/ddpm_nb); an interrupted run resumes
-where it stopped. Cost on a CPU: about 600 000 network evaluations of the 1.7 M-parameter U-Net (about 50 min on 2 free cores).
+where it stopped. Cost on a CPU: about 720 000 network evaluations of the 1.7 M-parameter U-Net (about 60 min on 2 free cores).
 """
 import argparse, dataclasses, json, os, sys, time
 from pathlib import Path
