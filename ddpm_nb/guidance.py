@@ -204,7 +204,6 @@ def check_labels(den,          # a class-conditional `Denoiser` (its `null_label
     if n is not None and len(out) != n: raise ValueError(f"labels has {len(out)} entries but the batch has {n} images.")
     return out
 
-
 # %% ../nbs/12_guidance.ipynb #f4a1fd6a
 class IntervalGuided(Guided):
     r"Classifier-free guidance with weight $w$ only where $\sigma_{lo} < \sigma_t \le \sigma_{hi}$, the conditional prediction ($w = 1$) elsewhere: chapter 7's `Guided` with an interval."

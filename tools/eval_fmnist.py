@@ -22,7 +22,7 @@ model card (the model must be a folder, or give `--save FOLDER`).
 Samples are cached under `cache_dir()/samples` ($DDPM_NB_CACHE, default ~/.cache/ddpm_nb); an interrupted run resumes
 where it stopped. Cost on a CPU: about 720 000 network evaluations of the 1.7 M-parameter U-Net (about 60 min on 2 free cores).
 """
-import argparse, dataclasses, json, os, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
