@@ -574,7 +574,8 @@ def evaluate_model(pt: Pretrained,
                 threads=smp['threads'], features=clf.describe(), reference='the 10 000 Fashion-MNIST test images')
 
 # %% ../nbs/10_fmnist.ipynb #743d13ef
-def eval_table(rows: list, name: str = None, extra: dict = None) -> str:
+def eval_table(rows: list, name: str = None, extra: dict = None,
+               timing: bool = False) -> str:    # also the seconds per image each row's samples took (only for rows drawn in one run)
     "A Markdown table of `evaluate_model` rows, which must share one N, with the real-versus-real floor of that N (`name`: a leading column; `extra`: {key: header} columns)."
     if not rows: raise ValueError("rows is empty: evaluate at least one setting.")
     ns = sorted({r['n'] for r in rows})
@@ -582,23 +583,26 @@ def eval_table(rows: list, name: str = None, extra: dict = None) -> str:
     cond, seeds = any(r['labels'] is not None for r in rows), sorted({r['seed'] for r in rows})
     head = ([name] if name else []) + ['sampler', 'spacing', 'steps'] + (['labels', 'w'] if cond else []) + \
            (['seed'] if len(seeds) > 1 else []) + \
-           ['FID', 'FID / floor', 'KID ×10³', 'classes', 'conf. > 0.9', 'mean conf.', 's / image'] + list((extra or {}).values())
-    nx = len(extra or {})
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(':--' if i < len(head) - 7 - nx else '--:' for i in range(len(head))) + '|']
+           ['FID', 'FID / floor', 'KID ×10³', 'classes', 'conf. > 0.9', 'mean conf.'] + (['s / image'] if timing else []) + \
+           list((extra or {}).values())
+    nm = 6 + timing + len(extra or {})                   # the right-aligned measurement columns
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(':--' if i < len(head) - nm else '--:' for i in range(len(head))) + '|']
     for r in rows:
         cells = ([str(r[name])] if name else []) + [r['sampler'], r['spacing'], str(r['steps'])]
         if cond: cells += [r['labels'] or '—', '—' if r['guidance'] is None else _w_words(r['guidance'], r.get('guidance_interval'))]
         if len(seeds) > 1: cells.append(str(r['seed']))
         cells += [f"{r['fid']:.2f}", f"{r['fid_ratio']:.2f}", f"{r['kid']:.2f}", str(r['classes']), f"{r['confident']:.0%}",
-                  f"{r['mean_confidence']:.3f}", f"{r['sec_per_image']:.3f}"] + [f"{r[k]:.3g}" if r[k] == r[k] else '—' for k in (extra or {})]
+                  f"{r['mean_confidence']:.3f}"] + ([f"{r['sec_per_image']:.3f}"] if timing else []) + \
+                 [f"{r[k]:.3g}" if r[k] == r[k] else '—' for k in (extra or {})]
         lines.append('| ' + ' | '.join(cells) + ' |')
     for seed in seeds:
         fl = next(r for r in rows if r['seed'] == seed)
-        blank = [''] * (len(head) - 7 - nx - 1)
+        blank = [''] * (len(head) - nm - 1)
         lines.append('| ' + ' | '.join([f"*{ns[0]} real training images (floor{', seed %d' % seed if len(seeds) > 1 else ''})*"]
-                                       + blank + [f"{fl['floor_fid']:.2f}", '1.00', f"{fl['floor_kid']:.2f}", '', '', '', ''] + [''] * nx) + ' |')
+                                       + blank + [f"{fl['floor_fid']:.2f}", '1.00', f"{fl['floor_kid']:.2f}"] + [''] * (nm - 3)) + ' |')
     return '\n'.join(lines) + (f"\n\nN = {ns[0]} samples per row, against {rows[0]['reference']}; features: {rows[0]['features']}. "
-                               "KID in units of 10⁻³; s / image on the machine that sampled.")
+                               "KID in units of 10⁻³" + ("; s / image as each row's samples were drawn, comparable only within one run."
+                                                        if timing else "."))
 
 def plot_eval(rows: list, key: str = 'fid_ratio', ax=None, label=None):
     "Quality against network evaluations: one line per setting that differs only in its step count; all rows of one N."

@@ -209,9 +209,10 @@ def features(images,                      # uint8 or floats in [-1, 1], (N, 1, H
     clf = (classifier if classifier is not None else load_classifier()).to(device)
     was = clf.training; clf.eval()
     fs, ls = [], []
-    for i in range(0, len(x), batch_size):
-        f = clf.features(x[i:i + batch_size].to(device))
-        fs.append(f.float().cpu()); ls.append(clf.head(f).float().cpu())
+    with torch.autocast(torch.device(device).type, enabled=False):    # full precision even inside a caller's autocast
+        for i in range(0, len(x), batch_size):
+            f = clf.features(x[i:i + batch_size].to(device))
+            fs.append(f.float().cpu()); ls.append(clf.head(f).float().cpu())
     clf.train(was)
     return (torch.cat(fs), torch.cat(ls)) if logits else torch.cat(fs)
 

@@ -5,6 +5,7 @@
     python tools/bench.py --presets base --device cuda --batch 512 --channels_last on --data device   # the GPU target
     python tools/bench.py --presets small base --device cuda --batch 256
     python tools/bench.py --no-compile --iters 3   # quick
+    python tools/bench.py --target --json bench.json   # only the target's configuration (about a minute on a GPU)
 
 Target on one H200: >= 20 000 training images/s for the 16 M-parameter `base` preset at 32x32 (bf16, torch.compile,
 channels_last, data on the device); the script says whether a row meets it.
@@ -111,7 +112,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--presets', nargs='+', default=list(UNET_PRESETS), choices=list(UNET_PRESETS))
     p.add_argument('--device', default='auto')
-    p.add_argument('--batch', type=int, default=128)
+    p.add_argument('--batch', type=int, default=None, help='batch size (default 128; 512 with --target)')
     p.add_argument('--size', type=int, default=32)
     p.add_argument('--iters', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
@@ -121,7 +122,13 @@ def main(argv=None):
     p.add_argument('--data', choices=['device', 'host', 'both'], default='device', help='where the training images live')
     p.add_argument('--conditional', action='store_true', help='class-conditional network (label dropout 0.2)')
     p.add_argument('--json', default=None, help='also write the rows to this file')
+    p.add_argument('--target', action='store_true',
+                   help="only the target's row: the base preset at 32x32, batch 512 (unless --batch is given), autocast, "
+                        "torch.compile, channels_last, data on the device")
     a = p.parse_args(argv)
+    if a.batch is None: a.batch = 512 if a.target else 128
+    if a.target:
+        a.presets, a.size, a.channels_last, a.data = [TARGET['preset']], TARGET['size'], 'on', 'device'
     device = resolve_device(a.device)
     amp = torch.bfloat16 if device.type == 'cpu' or (device.type == 'cuda' and torch.cuda.is_bf16_supported()) else torch.float16
     dev_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
@@ -132,8 +139,8 @@ def main(argv=None):
     cls = {'on': [True], 'off': [False], 'both': [False, True]}[a.channels_last]
     datas = ['device', 'host'] if a.data == 'both' else [a.data]
     for preset in a.presets:
-        for compiled in ([False] if a.no_compile else [False, True]):
-            for dt in ([None] if a.no_amp else [None, amp]):
+        for compiled in ([False] if a.no_compile else [True] if a.target else [False, True]):
+            for dt in ([None] if a.no_amp else [amp] if a.target else [None, amp]):
                 for cl in cls:
                     for data in datas:
                         try:
@@ -148,7 +155,7 @@ def main(argv=None):
                             if (preset, a.size) == (TARGET['preset'], TARGET['size']) else ''
                         print(f"{r['preset']:<6} {r['params']:>10,} {r['amp']:>5} {compiled!s:>7} {cl!s:>7} {data:>6} {r['train_img_s']:>11.1f} "
                               f"{r['step_ms']:>9.1f} {r['eval_img_s']:>10.1f} {r['img_s_50_steps']:>15.2f} {mem:>24}{hit}", flush=True)
-    if a.json: Path(a.json).write_text(json.dumps(dict(device=str(device), name=dev_name, torch=torch.__version__, rows=rows), indent=1))
+    if a.json: Path(a.json).write_text(json.dumps(dict(device=str(device), name=dev_name, torch=torch.__version__, target=TARGET, rows=rows), indent=1))
     return 0
 
 

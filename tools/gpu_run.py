@@ -38,7 +38,8 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', required=True, help='output folder (created)')
     p.add_argument('--smoke', action='store_true', help='tiny sizes on any device: seconds on a CPU (CI)')
-    p.add_argument('--minutes', type=float, default=5.5, help='wall-clock budget of the whole command, start-up included')
+    p.add_argument('--minutes', type=float, default=None,
+                   help='wall-clock budget of the whole command, start-up included (default 5.5; none under --smoke unless given)')
     p.add_argument('--eval_minutes', type=float, default=1.6, help='part of the budget kept for saving and evaluation')
     p.add_argument('--conditional', action=argparse.BooleanOptionalAction, default=True,
                    help='class-conditional network with label dropout (the guidance chapter needs it); --no-conditional: unconditional')
@@ -47,6 +48,9 @@ def parse(argv=None):
     p.add_argument('--lr', type=float, default=None, help='peak learning rate (default: the preset)')
     p.add_argument('--max_steps', type=int, default=None, help='upper bound on training steps (default: the preset)')
     p.add_argument('--no_compile', action='store_true', help='skip torch.compile')
+    p.add_argument('--amp', choices=['auto', 'bf16', 'fp16', 'none'], default='auto',
+                   help='autocast dtype of training and sampling (auto: bf16 on a GPU that supports it, else fp16 with a gradient '
+                        'scaler; on a CPU none, but bf16 under --smoke so that the smoke test runs the mixed-precision code path)')
     p.add_argument('--data_root', default=None, help='folder with the four Fashion-MNIST files (.gz or not)')
     p.add_argument('--device', default='auto')
     p.add_argument('--seed', type=int, default=0)
@@ -62,7 +66,7 @@ def main(argv=None):
     import matplotlib.pyplot as plt
     from ddpm_nb.forward import Schedule
     from ddpm_nb.unet import UNET_PRESETS, UNet, count_params
-    from ddpm_nb.train import TrainConfig, ema_decay_at, lr_factor, resolve_device, training_loss
+    from ddpm_nb.train import TrainConfig, autocast_ctx, ema_decay_at, lr_factor, resolve_amp, resolve_device, training_loss
     from ddpm_nb.data import load_fashion_mnist
     from ddpm_nb.fmnist import (FMNIST_RUNS, _conditional, _w_words, choose_defaults, eval_table, evaluate_model, load_pretrained,
                                 save_pretrained, with_defaults)
@@ -80,14 +84,16 @@ def main(argv=None):
                                                      train=dataclasses.replace(run.train, label_dropout=0.0))
     tcfg = dataclasses.replace(run.train, **{k: v for k, v in dict(batch_size=a.batch_size, lr=a.lr).items() if v is not None})
     max_steps = a.max_steps or tcfg.steps
-    amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+    amp = torch.bfloat16 if a.amp == 'auto' and a.smoke and not cuda else resolve_amp(a.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)   # float16 gradients need loss scaling; bf16 do not
     n_eval = 130 if a.smoke else a.n
-    budget_s = a.minutes * 60 if not a.smoke else 1e9        # the smoke test checks the code path, not the clock
+    if a.minutes is None and not a.smoke: a.minutes = 5.5
+    budget_s = a.minutes * 60 if a.minutes is not None else 1e9   # --smoke alone checks the code path, not the clock
     info = dict(device=torch.cuda.get_device_name(device) if cuda else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
                 torch=torch.__version__, python=platform.python_version(), smoke=a.smoke,
                 amp=str(amp).replace('torch.', ''), compile=not a.no_compile, channels_last=True, data_on_device=True,
                 budget_minutes=a.minutes)
-    print(f"# gpu_run: {info['device']} | torch {torch.__version__} | {'smoke' if a.smoke else 'full'} | budget {a.minutes} min", flush=True)
+    print(f"# gpu_run: {info['device']} | torch {torch.__version__} | {'smoke' if a.smoke else 'full'} | budget " + (f"{a.minutes} min" if a.minutes is not None else 'none'), flush=True)
 
     # --- data, kept on the device as uint8; batches are drawn and scaled there
     imgs, labels = load_fashion_mnist('train', root=a.data_root)
@@ -123,9 +129,11 @@ def main(argv=None):
         loss = training_loss(net, sched, x0, y, pred=tcfg.pred, weighting=tcfg.weighting, gamma=tcfg.gamma,
                              label_dropout=tcfg.label_dropout if null else 0.0, null_label=null, generator=g, amp_dtype=amp)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        if torch.isfinite(gn): opt.step()                 # a non-finite gradient skips the update (never non-finite weights)
+        if torch.isfinite(gn): scaler.step(opt)           # a non-finite gradient skips the update (never non-finite weights)
+        scaler.update()
         d = ema_decay_at(step, tcfg.ema_decay, tcfg.ema_warmup)
         torch._foreach_lerp_(list(ema.parameters()), [p.detach().float() for p in model.parameters()], 1 - d)
         losses.append(loss.detach())
@@ -137,7 +145,15 @@ def main(argv=None):
     model.train()
     t0 = time.perf_counter()
     warm = 3 if a.smoke else 20
-    for s in range(warm): train_step(s, max_steps)
+    try: train_step(0, max_steps)                          # torch.compile compiles here, at the first call, and may fail here
+    except Exception as e:
+        if net is model: raise
+        print(f"torch.compile failed at the first step ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+              "training eagerly", flush=True)
+        net, info['compile'], info['compile_error'] = model, False, f"{type(e).__name__}: {str(e)[:500]}"
+        losses.clear(); opt.zero_grad(set_to_none=True)
+        train_step(0, max_steps)
+    for s in range(1, warm): train_step(s, max_steps)
     sync(); t_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
     probe = 3 if a.smoke else 50
@@ -194,7 +210,7 @@ def main(argv=None):
               f"KID {r['kid']:.2f}e-3, conf>0.9 {r['confident']:.0%}, {time.perf_counter() - T_START:.0f} s", flush=True)
         return r
 
-    with torch.autocast(device.type, dtype=amp, enabled=cuda):
+    with autocast_ctx(device, amp):                          # sampling in the training's precision (features stay float32)
         rows = [r for r in (row(s, steps_list[0], guidance=1.0) for s in samplers) if r]    # the default-step rows first
         choice = choose_defaults(rows, lambda sampler, steps, **e: row(sampler, steps, **e), steps=steps_list[0], unguided_seed=False)
         unguided, guided, best = choice['unguided'], choice['guided'], choice['default']
@@ -227,7 +243,7 @@ def main(argv=None):
     info['total_minutes'] = (time.perf_counter() - T_START) / 60
     extra_rows = guided + ([again] if again is not best else []) + ([null_row] if null_row else [])
     res = dict(info=info, run=pt.run.to_dict(), headline=headline, rows=rows + extra_rows, skipped=skipped,
-               table=eval_table(rows + extra_rows))
+               table=eval_table(rows + extra_rows, timing=True))      # every row drawn in this run, on this device
     (out / 'results.json').write_text(json.dumps(res, indent=1))
     print(res['table'])
     spread = f" ± {headline['fid_spread']:.2f}" if headline['fid_spread'] is not None else ' (one seed)'
