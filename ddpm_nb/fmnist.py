@@ -7,7 +7,7 @@ __all__ = ['FMNIST_RUNS', 'PRETRAINED_FORMAT', 'PRETRAINED_VERSION', 'WEIGHTS_NA
            'EVAL_STEPS', 'EVAL_GUIDANCE', 'FMNISTRun', 'fmnist_batches', 'make_trainer', 'Pretrained', 'model_card',
            'save_pretrained', 'export_pretrained', 'default_model_path', 'load_pretrained', 'real_floor',
            'sample_settings', 'cached_samples', 'evaluate_model', 'eval_table', 'plot_eval', 'evaluate_grid',
-           'best_setting', 'row_settings', 'choose_defaults', 'with_defaults']
+           'best_setting', 'row_settings', 'choose_defaults', 'with_defaults', 'gpu_run_report']
 
 # %% ../nbs/10_fmnist.ipynb #d6266927
 import dataclasses
@@ -671,4 +671,24 @@ def with_defaults(run: FMNISTRun, row: dict) -> FMNISTRun:
     "`run` with the sampling settings of `row` (an `evaluate_model` row) as its defaults."
     kw = dict(guidance=row['guidance'], guidance_interval=row.get('guidance_interval')) if run.unet.num_classes else {}
     return dataclasses.replace(run, sampler=row['sampler'], steps=row['steps'], spacing=row['spacing'], **kw)
+
+
+# %% ../nbs/10_fmnist.ipynb #ba7dd58c
+def gpu_run_report(folder) -> str:
+    "Markdown summary of a `tools/gpu_run.py` output folder: the headline (FID, its spread and floor), the training, the table."
+    f = Path(folder) / 'results.json'
+    if not f.is_file(): raise FileNotFoundError(f"{f} not found: `python tools/gpu_run.py --out {folder}` writes it (on a GPU machine).")
+    res = json.loads(f.read_text())
+    h, i = res['headline'], res['info']
+    spread = f" ± {h['fid_spread']:.2f} ({len(h['fid_seeds'])} seeds)" if h.get('fid_spread') is not None else ' (one seed)'
+    w = f", w = {_w_words(h['guidance'], h.get('guidance_interval') and tuple(h['guidance_interval']))}" if h.get('guidance') is not None else ''
+    lines = (["**A smoke run** (tiny sizes, to test the code path): its numbers say nothing about the model.", ""] if i.get('smoke') else []) + [
+        f"- **Headline** (N = {h['n']}, {h['sampler']}, {h['steps']} steps{w}): FID {h['fid']:.2f}{spread} against a floor of "
+        f"{h['floor_fid']:.2f}, **{h['fid_ratio']:.2f}× the floor**; {h['classes']} of 10 classes, {h['confident']:.0%} confidently classified.",
+        f"- **Training**: {i['steps']} steps of {i['batch_size']} ({i['epochs']:.1f} epochs) in {i['train_minutes']:.1f} min on {i['device']}, "
+        f"{i['train_img_s']:,.0f} images/s (autocast {i['amp']}, torch.compile {'on' if i['compile'] else 'off'}); "
+        f"{i['params'] / 1e6:.1f} M parameters; the whole command took {i['total_minutes']:.1f} min.",
+    ] + ([f"- **Not measured** (over the time budget): " + '; '.join(f"{s['sampler']} {s['steps']} steps" + (f" w = {s['guidance']}" if s.get('guidance') is not None else '')
+                                                                    for s in res['skipped'])] if res.get('skipped') else [])
+    return '\n'.join(lines) + '\n\n' + res['table']
 

@@ -134,6 +134,21 @@ def test_budget_skips_what_does_not_fit(tmp_path):
     assert len(res['skipped']) >= 5 and all({'sampler', 'steps'} <= set(s) for s in res['skipped'])
     h = res['headline']
     assert (h['sampler'], h['guidance'], h['fid_spread']) == ('ddim', 1.0, None) and 'over budget' in p.stdout
+    from ddpm_nb.fmnist import gpu_run_report
+    rep = gpu_run_report(out)
+    assert '(one seed)' in rep and '**Not measured** (over the time budget): ' in rep and 'dpm++2m 2 steps' in rep
+
+
+@needs_data
+def test_report(smoke):
+    "Chapter 10's gpu_run_report reads the folder back: a smoke warning, the headline as in the JSON, the table with timings."
+    p, out = smoke
+    from ddpm_nb.fmnist import gpu_run_report
+    rep, res = gpu_run_report(out), json.loads((out / 'results.json').read_text())
+    h = res['headline']
+    assert rep.startswith('**A smoke run**') and f"FID {h['fid']:.2f} ± {h['fid_spread']:.2f} (2 seeds)" in rep
+    assert f"**{h['fid_ratio']:.2f}× the floor**" in rep and rep.endswith(res['table']) and '| s / image |' in rep
+    assert 'Not measured' not in rep
 
 
 def _gpu_pack():
