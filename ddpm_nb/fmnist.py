@@ -688,7 +688,13 @@ def gpu_run_report(folder) -> str:
         f"- **Training**: {i['steps']} steps of {i['batch_size']} ({i['epochs']:.1f} epochs) in {i['train_minutes']:.1f} min on {i['device']}, "
         f"{i['train_img_s']:,.0f} images/s (autocast {i['amp']}, torch.compile {'on' if i['compile'] else 'off'}); "
         f"{i['params'] / 1e6:.1f} M parameters; the whole command took {i['total_minutes']:.1f} min.",
-    ] + ([f"- **Not measured** (over the time budget): " + '; '.join(f"{s['sampler']} {s['steps']} steps" + (f" w = {s['guidance']}" if s.get('guidance') is not None else '')
-                                                                    for s in res['skipped'])] if res.get('skipped') else [])
+    ] + ([f"- **Not measured** (over the time budget): " + '; '.join(_skipped_words(s) for s in res['skipped'])] if res.get('skipped') else [])
     return '\n'.join(lines) + '\n\n' + res['table']
+
+def _skipped_words(s: dict) -> str:
+    "A setting `gpu_run` skipped, in words: 'unipc 20 steps, w = 1.5 at σ ∈ (0.28, 5.42], seed 1'."
+    iv = s.get('guidance_interval')
+    iv = tuple(iv) if isinstance(iv, (list, tuple)) else None            # None or 'all': guidance at every noise level
+    return (f"{s['sampler']} {s['steps']} steps" + (f", w = {_w_words(s['guidance'], iv)}" if s.get('guidance') is not None else '')
+            + (f", seed {s['seed']}" if s.get('seed') else '') + (f", labels {s['labels']}" if s.get('labels') is not None else ''))
 

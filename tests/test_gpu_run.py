@@ -136,7 +136,8 @@ def test_budget_skips_what_does_not_fit(tmp_path):
     assert (h['sampler'], h['guidance'], h['fid_spread']) == ('ddim', 1.0, None) and 'over budget' in p.stdout
     from ddpm_nb.fmnist import gpu_run_report
     rep = gpu_run_report(out)
-    assert '(one seed)' in rep and '**Not measured** (over the time budget): ' in rep and 'dpm++2m 2 steps' in rep
+    assert '(one seed)' in rep and '**Not measured** (over the time budget): ' in rep and 'dpm++2m 2 steps, w = 1;' in rep
+    assert 'ddim 2 steps, w = 1.5 at σ ∈ (0.28, 5.42]' in rep and 'ddim 2 steps, w = 1.5;' in rep and 'labels null' in rep
 
 
 @needs_data
