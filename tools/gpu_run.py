@@ -5,6 +5,7 @@
     python tools/gpu_run.py --out runs/gpu --data_root data/fmnist   # Fashion-MNIST's four .gz files in a folder
     python tools/gpu_run.py --out runs/smoke --smoke              # seconds on a CPU: the same code path, tiny sizes (CI)
     python tools/gpu_run.py --out runs/gpu_uncond --no-conditional    # an unconditional network instead
+    OUT=back bash tools/gpu_device.sh      # on a remote GPU machine that hands back few files: this run, packed, and the bench
 
 What it does, within a wall-clock budget (`--minutes`, default 5.5; the run ends before 6 minutes):
   1. trains chapter 10's `gpu` run (the 16 M-parameter `base` U-Net, class-conditional with label dropout 0.2,
