@@ -12,8 +12,8 @@ the chapter's cells then read every sample set from the cache):
      N = 2000, seed 0, balanced classes for a conditional model;
   2-3. `choose_defaults`, the rule chapter 10 states: for a conditional model, the best of them with classifier-free
      guidance at each setting of `EVAL_GUIDANCE` (w = 1.5 at every noise level; w = 1.25, 1.5 and 2 in sigma's
-     interval (0.28, 5.42]; w = 1.5 in (0.5, 3] and in (0.1, 10]; a guided step costs two network evaluations); the best 20-step row (guided or not) again with seed 1 (the spread
-     of the headline), and the best unguided one too when they differ; then, for a conditional model, the best
+     interval (0.28, 5.42]; w = 1.5 in (0.5, 3] and in (0.1, 10]; a guided step costs two network evaluations);
+     the best 20-step row (guided or not) again with seed 1 (the spread of the headline), and the best unguided one too when they differ; then, for a conditional model, the best
      unguided row with the null label (the unconditional generator inside it);
   4. every sampler at 10 steps.
 The default sampler, spacing, step count, guidance scale and interval are the best 20-step row (lowest FID at N = 2000, seed 0):
